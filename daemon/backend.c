@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "backend.h"
+#include "frontend.h"
+#include "log.h"
+#include "manager.h"
+#include "replay.h"
+
+static int reply_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Port *p = userdata;
+        const char *what = p->pending_head ? vu_request_to_string(p->pending_head->request) : "?";
+
+        port_set_error(p, "back-end did not answer %s within %u ms", what, p->manager->reply_timeout_ms);
+        log_warning("%s: %s; dropping it", p->config.name, p->last_error);
+        backend_lost(p, "reply timeout");
+        return 0;
+}
+
+/* The timer runs only while an answer is awaited: an idle port has no timer at all. */
+static void timer_update(Port *p) {
+        uint64_t usec = (uint64_t) p->manager->reply_timeout_ms * 1000;
+        int r;
+
+        if (!p->pending_head) {
+                if (p->reply_timer)
+                        (void) sd_event_source_set_enabled(p->reply_timer, SD_EVENT_OFF);
+                return;
+        }
+        if (!p->reply_timer) {
+                r = sd_event_add_time_relative(p->manager->event, &p->reply_timer, CLOCK_MONOTONIC, usec, 0,
+                                               reply_timeout, p);
+                if (r < 0)
+                        log_warning_errno(r, "%s: cannot arm reply timer: %m", p->config.name);
+                return;
+        }
+        (void) sd_event_source_set_time_relative(p->reply_timer, usec);
+        (void) sd_event_source_set_enabled(p->reply_timer, SD_EVENT_ONESHOT);
+}
+
+int backend_send(Port *p, const VuMsg *m, PendingOrigin origin, FrontendItem *item) {
+        bool has_reply = vu_request_has_reply(m->hdr.request);
+        int r;
+
+        if (!p->backend)
+                return -ENOTCONN;
+        r = connection_send(p->backend, m);
+        if (r < 0)
+                return r;
+        if (!has_reply && !vu_msg_needs_reply(m))
+                return 0;
+
+        Pending *pd = calloc(1, sizeof(Pending));
+        if (!pd) {
+                p->backend->failed = -ENOMEM;
+                return -ENOMEM;
+        }
+        *pd = (Pending) { .request = m->hdr.request, .ack = !has_reply, .origin = origin, .item = item };
+        if (p->pending_tail)
+                p->pending_tail->next = pd;
+        else
+                p->pending_head = pd;
+        p->pending_tail = pd;
+        if (pd == p->pending_head)
+                timer_update(p);
+        return 0;
+}
+
+int port_backend_message(Port *p, VuMsg *m) {
+        Pending *pd = p->pending_head;
+        const char *reason = NULL;
+        int r = 0;
+
+        if (!pd) {
+                port_set_error(p, "back-end sent %s (%u) unasked", vu_request_to_string(m->hdr.request),
+                               m->hdr.request);
+                log_warning("%s: %s; dropping it", p->config.name, p->last_error);
+                return -EPROTO;
+        }
+        if (vu_msg_check_reply(m, pd->request, pd->ack, &reason) < 0) {
+                port_set_error(p, "bad answer from back-end to %s: %s", vu_request_to_string(pd->request), reason);
+                log_warning("%s: %s; dropping it", p->config.name, p->last_error);
+                return -EBADMSG;
+        }
+
+        p->pending_head = pd->next;
+        if (!p->pending_head)
+                p->pending_tail = NULL;
+        timer_update(p);
+
+        if (pd->origin == PENDING_FRONTEND) {
+                if (pd->item)
+                        frontend_relay_reply(p, pd->item, m);
+        } else
+                r = replay_reply(p, pd, m);
+        free(pd);
+        return r;
+}
+
+void backend_forget_frontend(Port *p) {
+        for (Pending *pd = p->pending_head; pd; pd = pd->next)
+                if (pd->item) {
+                        frontend_item_free(pd->item);
+                        pd->item = NULL;
+                }
+}
+
+void backend_clear_pending(Port *p) {
+        backend_forget_frontend(p);
+        while (p->pending_head) {
+                Pending *pd = p->pending_head;
+                p->pending_head = pd->next;
+                free(pd);
+        }
+        p->pending_tail = NULL;
+        p->replay_outstanding = 0;
+        timer_update(p);
+}
+
+void backend_lost(Port *p, const char *reason) {
+        FrontendItem *first = NULL, *last = NULL;
+        BackendState was = p->backend_state;
+
+        /* Front-end requests the back-end owed an answer to, in their order. */
+        for (Pending *pd = p->pending_head; pd; pd = pd->next) {
+                if (!pd->item)
+                        continue;
+                pd->item->next = NULL;
+                if (last)
+                        last->next = pd->item;
+                else
+                        first = pd->item;
+                last = pd->item;
+                pd->item = NULL;
+        }
+        backend_clear_pending(p);
+
+        p->backend = connection_free(p->backend);
+        p->backend_state = BACKEND_ABSENT;
+        p->backend_owner_sent = false;
+        if (was == BACKEND_PROBING || was == BACKEND_REPLAYING) {
+                p->stats.replays_failed++;
+                if (!p->last_error[0])
+                        port_set_error(p, "back-end lost during the replay: %s", reason);
+                log_warning("%s: back-end disconnected during the %s (%s)", p->config.name,
+                            was == BACKEND_PROBING ? "probe" : "replay", reason);
+        } else
+                log_info("%s: back-end disconnected (%s)", p->config.name, reason);
+        port_update_link(p);
+
+        if (first)
+                frontend_requeue(p, first, last);
+        frontend_pump(p);
+}

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The back-end side of a port: requests sent to it and the answers awaited, in order. */
+
+#include "port.h"
+
+/* Sends m to the back-end and, when an answer is due (a GET or NEED_REPLY), records who
+ * waits for it. */
+int backend_send(Port *p, const VuMsg *m, PendingOrigin origin, FrontendItem *item);
+/* The back-end is gone: front-end requests it owed answers to go back to the front-end
+ * queue, to be answered from the shadow or by the next back-end. */
+void backend_lost(Port *p, const char *reason);
+/* The front-end is gone: answers owed to it are dropped. */
+void backend_forget_frontend(Port *p);
+void backend_clear_pending(Port *p);

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#include "connection.h"
+#include "log.h"
+#include "manager.h"
+#include "port.h"
+
+const char *port_side_to_string(PortSide s) {
+        return s == PORT_FRONTEND ? "front-end" : s == PORT_BACKEND ? "back-end" : NULL;
+}
+
+static void connection_lost(Connection *c, int error, const char *reason) {
+        port_connection_lost(c->port, c->side, error, reason);
+}
+
+static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Connection *c = userdata;
+        int r;
+
+        if (c->failed)
+                return connection_lost(c, c->failed, "sending failed"), 0;
+
+        if (revents & EPOLLOUT) {
+                r = vu_writer_flush(&c->writer, fd);
+                if (r < 0)
+                        return connection_lost(c, r, "sending failed"), 0;
+                if (r > 0)
+                        (void) sd_event_source_set_io_events(c->io, EPOLLIN);
+        }
+
+        if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+                return 0;
+
+        for (unsigned n = 0; n < CONNECTION_MESSAGES_PER_DISPATCH; n++) {
+                const char *reason = NULL;
+                VuMsg m;
+
+                r = vu_reader_read(&c->reader, fd, &m, &reason);
+                if (r == 0)
+                        return 0;
+                if (r == -ECONNRESET)
+                        return connection_lost(c, 0, "closed the connection"), 0;
+                if (r < 0)
+                        return connection_lost(c, r, reason ? reason : "receiving failed"), 0;
+
+                r = c->side == PORT_FRONTEND ? port_frontend_message(c->port, &m)
+                                             : port_backend_message(c->port, &m);
+                vu_msg_close_fds(&m);
+                if (r < 0)
+                        return connection_lost(c, r, NULL), 0;
+                if (c->failed)
+                        return connection_lost(c, c->failed, "sending failed"), 0;
+        }
+        return 0;
+}
+
+int connection_new(Port *p, PortSide side, int fd, Connection **ret) {
+        Connection *c = calloc(1, sizeof(Connection));
+        socklen_t len = sizeof(c->peer);
+        int r;
+
+        if (!c) {
+                safe_close(fd);
+                return -ENOMEM;
+        }
+        c->port = p;
+        c->side = side;
+        c->fd = fd;
+        vu_reader_init(&c->reader);
+        vu_writer_init(&c->writer, CONNECTION_MAX_QUEUED);
+        c->peer = (struct ucred) { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 };
+        (void) getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len);
+        c->connected_usec = now_usec();
+
+        r = sd_event_add_io(p->manager->event, &c->io, fd, EPOLLIN, connection_io, c);
+        if (r < 0) {
+                connection_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+Connection *connection_free(Connection *c) {
+        if (!c)
+                return NULL;
+        sd_event_source_disable_unref(c->io);
+        safe_close(c->fd);
+        vu_reader_reset(&c->reader);
+        vu_writer_clear(&c->writer);
+        free(c);
+        return NULL;
+}
+
+int connection_send(Connection *c, const VuMsg *m) {
+        int r;
+
+        if (c->failed)
+                return c->failed;
+        r = vu_writer_send(&c->writer, c->fd, m);
+        if (r < 0)
+                c->failed = r;
+        /* EPOLLOUT either flushes the queue or, on failure, makes the dispatch close it. */
+        if (r < 0 || vu_writer_pending(&c->writer))
+                (void) sd_event_source_set_io_events(c->io, EPOLLIN | EPOLLOUT);
+        return r;
+}

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* One vhost-user connection of a port (front-end or back-end side): non-blocking reads of
+ * whole messages, a bounded number per dispatch, and a bounded write queue. */
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include <systemd/sd-event.h>
+
+#include "io.h"
+
+typedef struct Port Port;
+
+typedef enum PortSide {
+        PORT_FRONTEND,
+        PORT_BACKEND,
+        _PORT_SIDE_MAX,
+        _PORT_SIDE_INVALID = -22,
+} PortSide;
+
+typedef struct Connection {
+        Port *port;
+        PortSide side;
+        int fd;
+        sd_event_source *io;
+        VuReader reader;
+        VuWriter writer;
+        struct ucred peer;
+        int failed;             /* a send failed: the next dispatch closes the connection */
+        uint64_t connected_usec;
+} Connection;
+
+/* Messages handled per dispatch before other sources get their turn. */
+#define CONNECTION_MESSAGES_PER_DISPATCH 32
+/* A peer that does not read its messages is dropped past this much queued data. */
+#define CONNECTION_MAX_QUEUED (1u << 20)
+
+int connection_new(Port *p, PortSide side, int fd, Connection **ret);
+Connection *connection_free(Connection *c);
+/* Sends or queues m (fds are duplicated as needed; m keeps its own). A failure marks the
+ * connection failed; it is closed from its own dispatch, never under the caller's feet. */
+int connection_send(Connection *c, const VuMsg *m);
+
+const char *port_side_to_string(PortSide s);

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "backend.h"
+#include "frontend.h"
+#include "log.h"
+#include "manager.h"
+
+void frontend_item_free(FrontendItem *it) {
+        if (!it)
+                return;
+        vu_msg_close_fds(&it->msg);
+        free(it);
+}
+
+static void reply_to_frontend(Port *p, const VuMsg *reply) {
+        VuMsg m = *reply;
+
+        if (!p->frontend)
+                return;
+        m.hdr.flags = VU_VERSION | VU_FLAG_REPLY;
+        (void) connection_send(p->frontend, &m);
+}
+
+void frontend_relay_reply(Port *p, FrontendItem *it, const VuMsg *reply) {
+        shadow_record_reply(&p->shadow, &it->msg, reply);
+        reply_to_frontend(p, reply);
+        frontend_item_free(it);
+}
+
+void frontend_requeue(Port *p, FrontendItem *first, FrontendItem *last) {
+        last->next = p->fe_head;
+        p->fe_head = first;
+        if (!p->fe_tail)
+                p->fe_tail = last;
+}
+
+static FrontendItem *pop(Port *p) {
+        FrontendItem *it = p->fe_head;
+        p->fe_head = it->next;
+        if (!p->fe_head)
+                p->fe_tail = NULL;
+        it->next = NULL;
+        return it;
+}
+
+/* Answers from the shadow: 1 done, 0 only a back-end can answer. */
+static int answer_locally(Port *p, FrontendItem *it) {
+        VuMsg reply;
+        int r = shadow_answer(&p->shadow, &it->msg, &reply);
+        if (r <= 0)
+                return r;
+        reply_to_frontend(p, &reply);
+        vu_msg_close_fds(&reply);
+        return 1;
+}
+
+static int forward(Port *p, FrontendItem *it) {
+        int r;
+
+        VuMsg *m = &it->msg;
+
+        if (m->hdr.request == VU_SET_PROTOCOL_FEATURES) {
+                p->backend_protocol_features =
+                        shadow_backend_protocol_features(&p->shadow, p->shadow.backend.protocol_features);
+                m->payload.u64 = p->backend_protocol_features;
+        }
+        if (!it->needs_reply)
+                m->hdr.flags &= ~VU_FLAG_NEED_REPLY;
+
+        r = backend_send(p, m, PENDING_FRONTEND, it->needs_reply ? it : NULL);
+        if (r < 0)
+                return r;       /* the back-end is closed from its dispatch; the item stays */
+        if (!it->needs_reply)
+                frontend_item_free(it);
+        /* else it waits in the pending list; backend_lost() hands it back if need be */
+        return 0;
+}
+
+void frontend_pump(Port *p) {
+        while (p->fe_head && p->frontend) {
+                FrontendItem *it = p->fe_head;
+
+                if (it->local) {
+                        if (it->needs_reply && answer_locally(p, it) == 0)
+                                return;         /* no back-end has told its features yet */
+                        frontend_item_free(pop(p));
+                        continue;
+                }
+
+                switch (p->backend_state) {
+                case BACKEND_READY:
+                        if (it->seq <= p->replay_seq && !vu_request_has_reply(it->msg.hdr.request)) {
+                                /* The replay carried it already. */
+                                if (it->needs_reply)
+                                        answer_locally(p, it);
+                                frontend_item_free(pop(p));
+                                continue;
+                        }
+                        it = pop(p);
+                        if (forward(p, it) < 0) {
+                                frontend_requeue(p, it, it);
+                                return;
+                        }
+                        continue;
+
+                case BACKEND_ABSENT:
+                        if (!it->needs_reply || answer_locally(p, it) > 0) {
+                                frontend_item_free(pop(p));
+                                continue;
+                        }
+                        return;                 /* waits for a back-end */
+
+                default:
+                        return;                 /* probe or replay under way: keep the order */
+                }
+        }
+}
+
+int port_frontend_message(Port *p, VuMsg *m) {
+        const char *reason = NULL;
+        int r;
+
+        r = vu_msg_check_request(m, &reason);
+        if (r < 0) {
+                port_set_error(p, "front-end sent a bad %s (%u): %s", vu_request_to_string(m->hdr.request),
+                               m->hdr.request, reason);
+                log_warning("%s: %s; dropping the front-end", p->config.name, p->last_error);
+                return r;
+        }
+
+        /* REPLY_ACK as negotiated before this request (SET_PROTOCOL_FEATURES turns it on). */
+        bool needs_reply = vu_request_has_reply(m->hdr.request) ||
+                (vu_msg_needs_reply(m) && p->shadow.protocol_features_set &&
+                 (p->shadow.protocol_features & VU_BIT(VU_PF_REPLY_ACK)));
+
+        r = shadow_apply(&p->shadow, m, &reason);
+        if (r < 0) {
+                port_set_error(p, "front-end %s refused: %s", vu_request_to_string(m->hdr.request), reason);
+                log_warning("%s: %s; dropping the front-end", p->config.name, p->last_error);
+                return r;
+        }
+        log_debug("%s: front-end %s", p->config.name, vu_request_to_string(m->hdr.request));
+
+        FrontendItem *it = calloc(1, sizeof(FrontendItem));
+        if (!it)
+                return -ENOMEM;
+        it->msg = *m;
+        m->n_fds = 0;           /* the item owns them now */
+        it->seq = ++p->fe_seq;
+        it->needs_reply = needs_reply;
+        it->local = m->hdr.request == VU_SET_OWNER || m->hdr.request == VU_GET_FEATURES ||
+                    m->hdr.request == VU_GET_PROTOCOL_FEATURES;
+        if (p->fe_tail)
+                p->fe_tail->next = it;
+        else
+                p->fe_head = it;
+        p->fe_tail = it;
+
+        frontend_pump(p);
+        return 0;
+}

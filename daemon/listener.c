@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <grp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "listener.h"
+#include "macro.h"
+
+static int mkdir_parents(const char *path) {
+        char buf[sizeof(((struct sockaddr_un *) NULL)->sun_path)];
+
+        if (strlen(path) >= sizeof(buf))
+                return -ENAMETOOLONG;
+        strcpy(buf, path);
+        for (char *p = buf + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = 0;
+                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        return 0;
+}
+
+static int fill_addr(const char *path, struct sockaddr_un *ret) {
+        memset(ret, 0, sizeof(*ret));
+        ret->sun_family = AF_UNIX;
+        if (strlen(path) >= sizeof(ret->sun_path))
+                return -ENAMETOOLONG;
+        strcpy(ret->sun_path, path);
+        return 0;
+}
+
+int listener_open(const char *path, mode_t mode, const char *group, int *ret_fd) {
+        _cleanup_(closep) int fd = -1;
+        struct sockaddr_un sa;
+        struct stat st;
+        gid_t gid = (gid_t) -1;
+        int r;
+
+        if ((r = fill_addr(path, &sa)) < 0)
+                return r;
+        if (group) {
+                struct group *g = getgrnam(group);
+                if (!g)
+                        return -ESRCH;
+                gid = g->gr_gid;
+        }
+        if (lstat(path, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return -EEXIST;
+                if (unlink(path) < 0)
+                        return -errno;
+        }
+        if ((r = mkdir_parents(path)) < 0)
+                return r;
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        mode_t old = umask(0177);
+        r = bind(fd, (struct sockaddr *) &sa, sizeof(sa));
+        umask(old);
+        if (r < 0)
+                return -errno;
+        if (gid != (gid_t) -1 && chown(path, (uid_t) -1, gid) < 0)
+                return -errno;
+        if (chmod(path, mode ? mode : 0600) < 0)
+                return -errno;
+        if (listen(fd, SOMAXCONN) < 0)
+                return -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+int unix_connect(const char *path, int *ret_fd) {
+        _cleanup_(closep) int fd = -1;
+        struct sockaddr_un sa;
+        int r;
+
+        if ((r = fill_addr(path, &sa)) < 0)
+                return r;
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 && errno != EINPROGRESS)
+                return -errno;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}

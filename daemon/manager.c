@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+
+#include "log.h"
+#include "manager.h"
+#include "port.h"
+
+uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        log_info("Received %s, stopping.", strsignal(si->ssi_signo));
+        (void) sd_notify(0, "STOPPING=1");
+        return sd_event_exit(m->event, 0);
+}
+
+static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        (void) manager_reload(userdata);
+        return 0;
+}
+
+int manager_new(Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = calloc(1, sizeof(Manager));
+        sigset_t mask;
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return r;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        if ((r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m)) < 0 ||
+            (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m)) < 0)
+                return r;
+        /* A peer closing its socket must not kill the daemon. */
+        signal(SIGPIPE, SIG_IGN);
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        for (size_t i = 0; i < m->n_ports; i++)
+                port_free(m->ports[i]);
+        free(m->ports);
+        config_free(m->config);
+        free(m->config_path);
+        for (size_t i = 0; i < m->n_port_filter; i++)
+                free(m->port_filter[i]);
+        free(m->port_filter);
+        free(m->control_path);
+        sd_event_unref(m->event);
+        free(m);
+        return NULL;
+}
+
+Port *manager_find_port(Manager *m, const char *name) {
+        for (size_t i = 0; i < m->n_ports; i++)
+                if (strcmp(m->ports[i]->config.name, name) == 0)
+                        return m->ports[i];
+        return NULL;
+}
+
+/* The ports this instance serves: every port of the file, or the --port ones, each from the
+ * file or with default paths when the file does not list it. */
+static int wanted_ports(Manager *m, const Config *c, PortConfig **ret, size_t *ret_n) {
+        size_t n = m->n_port_filter ? m->n_port_filter : c->n_ports;
+        PortConfig *v = calloc(n ? n : 1, sizeof(PortConfig));
+        int r = 0;
+
+        if (!v)
+                return -ENOMEM;
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                if (!m->n_port_filter) {
+                        r = port_config_copy(&v[i], &c->ports[i]);
+                        continue;
+                }
+                const PortConfig *pc = config_find_port(c, m->port_filter[i]);
+                r = pc ? port_config_copy(&v[i], pc) : port_config_default(m->port_filter[i], &v[i]);
+        }
+        if (r < 0) {
+                for (size_t i = 0; i < n; i++)
+                        port_config_done(&v[i]);
+                free(v);
+                return r;
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+static void free_wanted(PortConfig *v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                port_config_done(&v[i]);
+        free(v);
+}
+
+static int add_port(Manager *m, const PortConfig *pc) {
+        _cleanup_(port_freep) Port *p = NULL;
+        Port **a;
+        int r;
+
+        r = port_new(m, pc, &p);
+        if (r < 0)
+                return log_error_errno(r, "%s: cannot create port: %m", pc->name);
+        r = port_start(p);
+        if (r < 0)
+                return r;
+        a = realloc(m->ports, sizeof(Port *) * (m->n_ports + 1));
+        if (!a)
+                return log_error_errno(ENOMEM, "Out of memory");
+        m->ports = a;
+        m->ports[m->n_ports++] = TAKE_PTR(p);
+        return 0;
+}
+
+static void remove_port(Manager *m, size_t i) {
+        port_free(m->ports[i]);
+        memmove(&m->ports[i], &m->ports[i + 1], sizeof(Port *) * (m->n_ports - i - 1));
+        m->n_ports--;
+}
+
+static int load_config(Manager *m, Config **ret) {
+        char err[1024];
+        int r = config_load(m->config_path, ret, err, sizeof(err));
+        if (r < 0)
+                log_error("%s", err);
+        return r;
+}
+
+static void apply_globals(Manager *m) {
+        m->reply_timeout_ms = m->config->reply_timeout_ms;
+}
+
+int manager_load(Manager *m) {
+        PortConfig *wanted;
+        size_t n;
+        int r;
+
+        r = load_config(m, &m->config);
+        if (r < 0)
+                return r;
+        apply_globals(m);
+        r = wanted_ports(m, m->config, &wanted, &n);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up ports: %m");
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = add_port(m, &wanted[i]);
+        free_wanted(wanted, n);
+        if (r < 0)
+                return r;
+        if (m->n_ports == 0)
+                log_warning("%s lists no ports; waiting for a reload", m->config_path);
+        return 0;
+}
+
+int manager_reload(Manager *m) {
+        Config *c = NULL;
+        PortConfig *wanted;
+        size_t n;
+        int r;
+
+        (void) sd_notify(0, "RELOADING=1");
+        log_info("Reloading %s", m->config_path);
+        r = load_config(m, &c);
+        if (r < 0) {
+                log_error("Reload failed; keeping the running configuration");
+                (void) sd_notify(0, "READY=1");
+                return r;
+        }
+        r = wanted_ports(m, c, &wanted, &n);
+        if (r < 0) {
+                config_free(c);
+                (void) sd_notify(0, "READY=1");
+                return log_error_errno(r, "Reload failed: %m");
+        }
+
+        /* Removed or changed ports go first, so that a changed port can take its paths again. */
+        for (size_t i = m->n_ports; i-- > 0;) {
+                const PortConfig *pc = NULL;
+                for (size_t j = 0; j < n && !pc; j++)
+                        if (strcmp(wanted[j].name, m->ports[i]->config.name) == 0)
+                                pc = &wanted[j];
+                if (pc && port_config_equal(pc, &m->ports[i]->config))
+                        continue;
+                log_info("%s: %s", m->ports[i]->config.name, pc ? "changed, restarting it" : "removed");
+                remove_port(m, i);
+        }
+        for (size_t j = 0; j < n; j++)
+                if (!manager_find_port(m, wanted[j].name)) {
+                        log_info("%s: added", wanted[j].name);
+                        (void) add_port(m, &wanted[j]);
+                }
+        free_wanted(wanted, n);
+        config_free(m->config);
+        m->config = c;
+        apply_globals(m);
+        log_info("Reloaded: %zu ports", m->n_ports);
+        (void) sd_notify(0, "READY=1");
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        (void) sd_notifyf(0, "READY=1\nSTATUS=%zu ports", m->n_ports);
+        log_info("vhost-recond running: %zu ports", m->n_ports);
+        return sd_event_loop(m->event);
+}

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* A port: one front-end connection that lives as long as the VM or app, one back-end
+ * connection that may come and go, and the device shadow between them. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "macro.h"
+#include "connection.h"
+#include "shadow.h"
+
+typedef struct Manager Manager;
+
+typedef enum BackendState {
+        BACKEND_ABSENT,
+        BACKEND_PROBING,        /* SET_OWNER, GET_FEATURES, GET_PROTOCOL_FEATURES */
+        BACKEND_REPLAYING,      /* the shadow is being replayed, pipelined */
+        BACKEND_READY,          /* messages flow through */
+        _BACKEND_STATE_MAX,
+        _BACKEND_STATE_INVALID = -22,
+} BackendState;
+
+/* A front-end request waiting to be forwarded or answered, in arrival order. */
+typedef struct FrontendItem {
+        struct FrontendItem *next;
+        VuMsg msg;
+        uint64_t seq;
+        bool needs_reply;
+        bool local;             /* answered by the daemon itself, never forwarded */
+} FrontendItem;
+
+typedef enum PendingOrigin {
+        PENDING_PROBE,
+        PENDING_REPLAY,
+        PENDING_FRONTEND,
+} PendingOrigin;
+
+/* A request sent to the back-end whose answer is awaited; back-ends answer in order. */
+typedef struct Pending {
+        struct Pending *next;
+        uint32_t request;
+        bool ack;               /* a REPLY_ACK is awaited, not the request's own answer */
+        PendingOrigin origin;
+        FrontendItem *item;     /* PENDING_FRONTEND: the request to answer */
+} Pending;
+
+typedef struct PortStats {
+        uint64_t frontend_connects;
+        uint64_t backend_connects;
+        uint64_t replays_ok;
+        uint64_t replays_failed;
+        uint64_t incompatible;
+        uint64_t refused_peers;
+        uint64_t last_replay_usec;      /* back-end connect -> replay acknowledged */
+        uint64_t last_outage_usec;      /* link down -> link up */
+} PortStats;
+
+typedef struct Port {
+        Manager *manager;
+        PortConfig config;
+        Shadow shadow;
+
+        int listen_fd[_PORT_SIDE_MAX];
+        sd_event_source *listen_source[_PORT_SIDE_MAX];
+        Connection *frontend, *backend;
+
+        BackendState backend_state;
+        uint64_t backend_protocol_features;     /* negotiated with the current back-end */
+        bool backend_owner_sent;
+
+        FrontendItem *fe_head, *fe_tail;
+        uint64_t fe_seq;                /* sequence of the last front-end request */
+        uint64_t replay_seq;            /* requests up to this one are in the replay */
+
+        Pending *pending_head, *pending_tail;
+        unsigned replay_outstanding;    /* replay answers still awaited */
+        unsigned replay_messages;
+        sd_event_source *reply_timer;
+
+        bool link_up;
+        uint64_t link_down_usec;
+        PortStats stats;
+        char last_error[256];
+} Port;
+
+int port_new(Manager *m, const PortConfig *config, Port **ret);
+Port *port_free(Port *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Port *, port_free);
+
+/* Opens the listening sockets of the sides in server mode. */
+int port_start(Port *p);
+
+/* Called by a connection: a whole message arrived (the handler may take its fds; the
+ * rest are closed by the caller). A negative return closes that connection. */
+int port_frontend_message(Port *p, VuMsg *m);
+int port_backend_message(Port *p, VuMsg *m);
+/* The connection of `side` is gone (EOF, error, or dropped by the daemon). */
+void port_connection_lost(Port *p, PortSide side, int error, const char *reason);
+
+/* Recomputes link up (front-end connected, back-end replayed) and logs a change. */
+void port_update_link(Port *p);
+
+/* Closes the back-end (from vhostctl or a failure). */
+void port_drop_backend(Port *p, const char *reason);
+
+const char *backend_state_to_string(BackendState s);
+_printf_(2, 3) void port_set_error(Port *p, const char *fmt, ...);

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+
+#include "backend.h"
+#include "fd-util.h"
+#include "frontend.h"
+#include "log.h"
+#include "manager.h"
+#include "replay.h"
+
+static int send_probe(Port *p, VuRequest request) {
+        VuMsg m;
+
+        vu_msg_init(&m, request, 0);
+        return backend_send(p, &m, PENDING_PROBE, NULL);
+}
+
+void replay_start(Port *p) {
+        VuMsg m;
+
+        p->backend_state = BACKEND_PROBING;
+        p->last_error[0] = 0;
+        /* SET_OWNER first, then the features; the answers drive the rest. */
+        vu_msg_init(&m, VU_SET_OWNER, 0);
+        if (backend_send(p, &m, PENDING_PROBE, NULL) >= 0)
+                p->backend_owner_sent = true;
+        (void) send_probe(p, VU_GET_FEATURES);
+}
+
+/* Kick every started ring and signal every call fd once, so that nothing queued during the
+ * outage waits for the next notification. */
+static unsigned kick_rings(Port *p) {
+        unsigned kicked = 0;
+
+        for (unsigned i = 0; i < p->shadow.n_vrings; i++) {
+                const ShadowVring *v = &p->shadow.vrings[i];
+                if (!v->started)
+                        continue;
+                if (v->kick_fd >= 0 && eventfd_signal_nonblock(v->kick_fd) >= 0)
+                        kicked++;
+                if (v->call_fd >= 0)
+                        (void) eventfd_signal_nonblock(v->call_fd);
+        }
+        return kicked;
+}
+
+static void replay_done(Port *p) {
+        uint64_t took = now_usec() - p->backend->connected_usec;
+        unsigned kicked;
+
+        shadow_replayed(&p->shadow);
+        kicked = kick_rings(p);
+        p->backend_state = BACKEND_READY;
+        p->stats.last_replay_usec = took;
+
+        if (p->frontend && (p->shadow.features_set || p->shadow.memory_set)) {
+                p->stats.replays_ok++;
+                log_info("%s: replay done in %llu µs (%u messages, %u rings kicked)", p->config.name,
+                         (unsigned long long) took, p->replay_messages, kicked);
+        } else
+                log_info("%s: back-end ready in %llu µs (no device to replay yet)", p->config.name,
+                         (unsigned long long) took);
+        port_update_link(p);
+        frontend_pump(p);
+}
+
+static int incompatible(Port *p, uint64_t missing, uint64_t missing_pf) {
+        char f[512], pf[256];
+
+        p->stats.incompatible++;
+        if (missing)
+                port_set_error(p, "incompatible back-end: lacks features 0x%llx (%s)", (unsigned long long) missing,
+                               vu_features_to_string(missing, false, f, sizeof(f)));
+        else
+                port_set_error(p, "incompatible back-end: lacks protocol features 0x%llx (%s)",
+                               (unsigned long long) missing_pf, vu_features_to_string(missing_pf, true, pf, sizeof(pf)));
+        log_error("%s: %s; closing it, the front-end stays", p->config.name, p->last_error);
+        return -EPROTO;
+}
+
+static int replay_run(Port *p) {
+        const BackendCache *be = &p->shadow.backend;
+        uint64_t missing, missing_pf;
+        VuMsgList l = {};
+        const char *reason = NULL;
+        int r;
+
+        shadow_missing(&p->shadow, be->features, be->protocol_features_known ? be->protocol_features : 0,
+                       &missing, &missing_pf);
+        if (missing || missing_pf)
+                return incompatible(p, missing, missing_pf);
+
+        p->backend_protocol_features = shadow_backend_protocol_features(&p->shadow, be->protocol_features);
+        r = shadow_build_replay(&p->shadow, p->backend_protocol_features, &l, &reason);
+        if (r < 0) {
+                port_set_error(p, "cannot build the replay: %s", reason ? reason : "error");
+                log_error("%s: %s", p->config.name, p->last_error);
+                return r;
+        }
+
+        for (unsigned i = 0; i < p->shadow.n_vrings && log_max_level >= LOG_DEBUG; i++) {
+                const ShadowVring *v = &p->shadow.vrings[i];
+                uint16_t avail = 0, used = 0;
+                if (!v->addr_set)
+                        continue;
+                (void) vring_split_read_avail_idx(&p->shadow.memory, v->addr.avail_user_addr, &avail);
+                (void) vring_split_read_used_idx(&p->shadow.memory, v->addr.used_user_addr, &used);
+                log_debug("%s: vring %u: %s, avail idx %u, used idx %u", p->config.name, i,
+                          v->started ? "started" : "stopped", avail, used);
+        }
+
+        p->backend_state = BACKEND_REPLAYING;
+        p->replay_seq = p->fe_seq;
+        p->replay_messages = l.n;
+        p->replay_outstanding = 0;
+        for (size_t i = 0; i < l.n && r >= 0; i++) {
+                const VuMsg *m = &l.msgs[i];
+                r = backend_send(p, m, PENDING_REPLAY, NULL);
+                if (r >= 0 && (vu_request_has_reply(m->hdr.request) || vu_msg_needs_reply(m)))
+                        p->replay_outstanding++;
+        }
+        vu_msg_list_clear(&l);
+        if (r < 0)
+                return 0;       /* the back-end is closed from its own dispatch */
+        if (p->replay_outstanding == 0)
+                replay_done(p);
+        return 0;
+}
+
+int replay_reply(Port *p, const Pending *pd, const VuMsg *m) {
+        if (pd->origin == PENDING_PROBE) {
+                shadow_record_backend(&p->shadow, pd->request, m->payload.u64);
+                if (pd->request == VU_GET_FEATURES) {
+                        if (m->payload.u64 & VU_BIT(VU_F_PROTOCOL_FEATURES))
+                        {
+                                (void) send_probe(p, VU_GET_PROTOCOL_FEATURES);
+                                return 0;
+                        }
+                        shadow_record_backend(&p->shadow, VU_GET_PROTOCOL_FEATURES, 0);
+                }
+                return replay_run(p);
+        }
+
+        /* PENDING_REPLAY */
+        if (pd->ack && m->payload.u64 != 0) {
+                port_set_error(p, "back-end refused %s in the replay (status %llu)",
+                               vu_request_to_string(pd->request), (unsigned long long) m->payload.u64);
+                log_error("%s: %s; dropping it", p->config.name, p->last_error);
+                return -EPROTO;
+        }
+        if (pd->request == VU_GET_QUEUE_NUM) {
+                shadow_record_backend(&p->shadow, VU_GET_QUEUE_NUM, m->payload.u64);
+                unsigned needed = (shadow_vrings_in_use(&p->shadow) + 1) / 2;
+                if (m->payload.u64 < needed) {
+                        p->stats.incompatible++;
+                        port_set_error(p, "incompatible back-end: %llu queue pairs, the front-end uses %u",
+                                       (unsigned long long) m->payload.u64, needed);
+                        log_error("%s: %s; closing it, the front-end stays", p->config.name, p->last_error);
+                        return -EPROTO;
+                }
+        }
+        if (--p->replay_outstanding == 0)
+                replay_done(p);
+        return 0;
+}

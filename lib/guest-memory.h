@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The front-end's memory regions as the daemon sees them: mapped read-only, so that the
+ * resume index of a ring can be read after a back-end crash. Addresses given by a peer are
+ * translated only when the whole range lies inside one mapped region. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vhost-user.h"
+
+typedef struct GuestRegion {
+        VuMemRegion info;
+        int fd;                 /* owned */
+        void *map;              /* read-only mapping of [0, mmap_offset + memory_size) */
+        size_t map_len;
+} GuestRegion;
+
+typedef struct GuestMemory {
+        GuestRegion regions[VU_MAX_MEM_REGIONS];
+        unsigned n_regions;
+} GuestMemory;
+
+void guest_memory_init(GuestMemory *m);
+void guest_memory_clear(GuestMemory *m);         /* unmaps and closes everything */
+
+/* Checks a region on its own (sizes, overflow) and against the others (overlap, in both the
+ * front-end's address space and the guest's). */
+int guest_memory_check_region(const GuestMemory *m, const VuMemRegion *r, const char **ret_reason);
+/* Maps fd (duplicated; the caller keeps its own) and adds the region. */
+int guest_memory_add(GuestMemory *m, const VuMemRegion *r, int fd, const char **ret_reason);
+/* Replaces the whole table; on failure the old table stays. */
+int guest_memory_set_table(GuestMemory *m, const VuMemTable *t, const int *fds, const char **ret_reason);
+
+/* Host pointer for [uaddr, uaddr+len) in the front-end's address space, or NULL when the range
+ * is not wholly inside one region. */
+const void *guest_memory_translate(const GuestMemory *m, uint64_t uaddr, uint64_t len);
+
+/* Split ring: used->idx (flags u16, idx u16, ring...). */
+int vring_split_read_used_idx(const GuestMemory *m, uint64_t used_uaddr, uint16_t *ret_idx);
+/* Split ring: avail->idx (flags u16, idx u16, ring...). */
+int vring_split_read_avail_idx(const GuestMemory *m, uint64_t avail_uaddr, uint16_t *ret_idx);
+/* The byte sizes of a split ring's three parts, for bounds checks. */
+uint64_t vring_split_desc_size(uint32_t num);
+uint64_t vring_split_avail_size(uint32_t num);
+uint64_t vring_split_used_size(uint32_t num);

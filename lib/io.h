@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Moving vhost-user messages over a non-blocking unix stream socket: an incremental reader
+ * that copes with partial reads and SCM_RIGHTS fds, and a writer with a bounded queue. */
+
+#include <stddef.h>
+
+#include "vhost-user.h"
+
+typedef struct VuReader {
+        VuMsg msg;
+        size_t have;            /* bytes of header + payload received so far */
+} VuReader;
+
+void vu_reader_init(VuReader *r);
+void vu_reader_reset(VuReader *r);       /* closes any fds of a partial message */
+/* 1: a whole message was moved into *ret (its fds are the caller's); 0: wait for more data;
+ * -ECONNRESET: orderly EOF between messages; other negative errno: the stream is unusable
+ * (*ret_reason says why for protocol errors). */
+int vu_reader_read(VuReader *r, int fd, VuMsg *ret, const char **ret_reason);
+
+typedef struct VuOutBuf VuOutBuf;
+
+typedef struct VuWriter {
+        VuOutBuf *head, *tail;
+        size_t queued;          /* bytes waiting */
+        size_t max_queued;      /* 0: no limit */
+} VuWriter;
+
+void vu_writer_init(VuWriter *w, size_t max_queued);
+void vu_writer_clear(VuWriter *w);
+static inline int vu_writer_pending(const VuWriter *w) {
+        return w->head != NULL;
+}
+/* Sends now what the socket takes and queues the rest (duplicating fds not yet sent).
+ * 0 on success (sent or queued), -ENOBUFS past the queue limit, other errno on failure. */
+int vu_writer_send(VuWriter *w, int fd, const VuMsg *m);
+/* 1: queue empty; 0: the socket is full again; negative errno on failure. */
+int vu_writer_flush(VuWriter *w, int fd);
+
+/* Blocking helpers for the test peers and vhostctl-like tools: whole messages, with a
+ * timeout in ms (-1: none). */
+int vu_send_blocking(int fd, const VuMsg *m);
+int vu_recv_blocking(int fd, VuMsg *ret, int timeout_ms, const char **ret_reason);

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The device shadow: everything a front-end has set on a port, kept so it can be replayed
+ * to any back-end that connects, plus what the last back-end said about itself (so that the
+ * front-end can be answered while no back-end is there). Owns its fds and mappings. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "guest-memory.h"
+#include "vhost-user.h"
+
+/* Protocol features the daemon can replay, and so offers to front-ends. */
+#define SHADOW_REPLAYABLE_PROTOCOL_FEATURES                                          \
+        (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_RARP) | VU_BIT(VU_PF_REPLY_ACK) |           \
+         VU_BIT(VU_PF_MTU) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_RESET_DEVICE) |     \
+         VU_BIT(VU_PF_STATUS))
+
+/* Device features never offered to a front-end: dirty logging (live migration), an IOMMU
+ * (IOTLB messages) and packed rings (resume index not recovered yet). */
+#define SHADOW_MASKED_FEATURES                                                       \
+        (VU_BIT(VU_F_LOG_ALL) | VU_BIT(33) | VU_BIT(VIRTIO_F_RING_PACKED))
+
+typedef struct ShadowVring {
+        bool num_set, base_set, addr_set, kick_set, call_set, err_set, enable_set;
+        uint32_t num;
+        uint32_t base;                  /* as the front-end set it */
+        VuVringAddr addr;
+        int kick_fd, call_fd, err_fd;   /* -1: none, or VU_VRING_NOFD was given */
+        bool enabled;
+        bool started;                   /* kicked (SET_VRING_KICK) since the last stop */
+        bool resume_valid;              /* a back-end told us where it stopped */
+        uint32_t resume;
+} ShadowVring;
+
+typedef struct BackendCache {
+        bool features_known, protocol_features_known, queue_num_known, max_mem_slots_known;
+        uint64_t features, protocol_features, queue_num, max_mem_slots;
+        uint8_t config[VU_MAX_CONFIG_SIZE];
+        uint8_t config_known[VU_MAX_CONFIG_SIZE / 8];   /* bitmap of cached bytes */
+} BackendCache;
+
+typedef struct Shadow {
+        bool owner;
+        bool features_set, protocol_features_set, status_set, mtu_set;
+        uint64_t features, protocol_features, mtu;
+        uint8_t status;
+        GuestMemory memory;
+        bool memory_set;
+        ShadowVring *vrings;            /* grown on demand; n_vrings = highest index used + 1 */
+        unsigned n_vrings;
+        uint8_t config[VU_MAX_CONFIG_SIZE];             /* bytes the front-end wrote */
+        uint8_t config_written[VU_MAX_CONFIG_SIZE / 8];
+        BackendCache backend;
+} Shadow;
+
+typedef struct VuMsgList {
+        VuMsg *msgs;
+        size_t n, allocated;
+} VuMsgList;
+
+void vu_msg_list_clear(VuMsgList *l);   /* closes the messages' fds */
+
+void shadow_init(Shadow *s);
+/* Forgets the front-end's device (closing its fds); keeps what the back-end said. */
+void shadow_reset(Shadow *s);
+void shadow_done(Shadow *s);
+
+/* Features offered to the front-end: those of the last back-end minus what cannot be
+ * replayed. False when no back-end was ever seen (and nothing was configured). */
+bool shadow_frontend_features(const Shadow *s, uint64_t *ret);
+bool shadow_frontend_protocol_features(const Shadow *s, uint64_t *ret);
+
+/* Applies a valid (vu_msg_check_request) front-end request. Checks what depends on state
+ * (negotiated features, memory bounds, ring sizes, eventfds) and keeps copies of the fds it
+ * needs; m keeps its own. Returns 0, or a negative errno with *ret_reason. */
+int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason);
+
+/* Answers a request from the shadow alone (no back-end), for requests that need an answer:
+ * GETs and, when REPLY_ACK was negotiated, NEED_REPLY acks. 1: *ret_reply filled (its fds
+ * are the caller's); 0: only a back-end can answer; <0: error. GET_VRING_BASE stops the
+ * ring and answers the resume index. */
+int shadow_answer(Shadow *s, const VuMsg *req, VuMsg *ret_reply);
+
+/* Records a back-end's answer to a front-end request that was forwarded. */
+void shadow_record_reply(Shadow *s, const VuMsg *req, const VuMsg *reply);
+/* Records the back-end's GET_FEATURES / GET_PROTOCOL_FEATURES / GET_QUEUE_NUM answers. */
+void shadow_record_backend(Shadow *s, VuRequest request, uint64_t value);
+
+/* Bits the front-end acked that a back-end offering (features, protocol_features) lacks. */
+void shadow_missing(const Shadow *s, uint64_t features, uint64_t protocol_features,
+                    uint64_t *ret_features, uint64_t *ret_protocol_features);
+
+/* The protocol features to negotiate with a back-end offering `offered`: the front-end's,
+ * plus REPLY_ACK when offered, so that the daemon learns when the replay is done. */
+uint64_t shadow_backend_protocol_features(const Shadow *s, uint64_t offered);
+
+/* Number of vrings the front-end has touched (highest index + 1). */
+unsigned shadow_vrings_in_use(const Shadow *s);
+
+/* Where a started ring resumes: the index a back-end reported on a clean stop, else the
+ * used index read from guest memory (after a crash), else the base the front-end set. */
+int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *ret_from_memory);
+
+/* The messages that bring a new back-end to the shadow's state, in order, after the
+ * SET_OWNER / GET_FEATURES / GET_PROTOCOL_FEATURES probe. backend_pf is what
+ * shadow_backend_protocol_features() returned. Each message carries copies of its fds.
+ * With REPLY_ACK every request asks for an ack; without, a GET_FEATURES closes the list
+ * as a barrier. */
+int shadow_build_replay(const Shadow *s, uint64_t backend_pf, VuMsgList *ret, const char **ret_reason);
+
+/* Marks a ring stopped at `base` (GET_VRING_BASE answered). */
+void shadow_vring_stopped(Shadow *s, unsigned index, uint32_t base);
+/* After a replay: the back-end now owns the resume indexes. */
+void shadow_replayed(Shadow *s);
