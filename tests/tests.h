@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Minimal test support: assertions that say where and what, and a runner that counts. */
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ASSERT(expr)                                                                    \
+        do {                                                                            \
+                if (!(expr)) {                                                          \
+                        fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__,      \
+                                __LINE__, #expr);                                       \
+                        abort();                                                        \
+                }                                                                       \
+        } while (0)
+
+#define ASSERT_EQ(a, b)                                                                 \
+        do {                                                                            \
+                long long _a = (long long) (a), _b = (long long) (b);                   \
+                if (_a != _b) {                                                         \
+                        fprintf(stderr, "%s:%d: %s == %s failed: %lld != %lld\n",       \
+                                __FILE__, __LINE__, #a, #b, _a, _b);                    \
+                        abort();                                                        \
+                }                                                                       \
+        } while (0)
+
+#define ASSERT_STREQ(a, b)                                                              \
+        do {                                                                            \
+                const char *_a = (a), *_b = (b);                                        \
+                if (!_a || !_b || strcmp(_a, _b) != 0) {                                \
+                        fprintf(stderr, "%s:%d: \"%s\" != \"%s\"\n", __FILE__, __LINE__,\
+                                _a ? _a : "(null)", _b ? _b : "(null)");                \
+                        abort();                                                        \
+                }                                                                       \
+        } while (0)
+
+#define ASSERT_CONTAINS(haystack, needle)                                               \
+        do {                                                                            \
+                const char *_h = (haystack), *_n = (needle);                            \
+                if (!_h || !strstr(_h, _n)) {                                           \
+                        fprintf(stderr, "%s:%d: \"%s\" does not contain \"%s\"\n",      \
+                                __FILE__, __LINE__, _h ? _h : "(null)", _n);            \
+                        abort();                                                        \
+                }                                                                       \
+        } while (0)
+
+typedef struct TestCase {
+        const char *name;
+        void (*fn)(void);
+} TestCase;
+
+#define TEST_CASE(f) { #f, f }
+
+static inline int run_tests(const TestCase *cases, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                fprintf(stderr, "== %s\n", cases[i].name);
+                cases[i].fn();
+        }
+        printf("%zu passed, 0 failed\n", n);
+        return 0;
+}
+
+#define RUN_TESTS(...)                                                                  \
+        int main(void) {                                                                \
+                static const TestCase cases[] = { __VA_ARGS__ };                        \
+                return run_tests(cases, sizeof(cases) / sizeof(cases[0]));              \
+        }

@@ -1,0 +1,513 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fd-util.h"
+#include "macro.h"
+#include "shadow.h"
+#include "tests.h"
+
+#define MEM_SIZE   (1u << 20)
+#define MEM_UADDR  UINT64_C(0x7f0000000000)     /* where the "front-end" has its memory */
+#define RING_NUM   256u
+
+static uint64_t desc_addr(unsigned i)  { return MEM_UADDR + 0x10000 * (i + 1); }
+static uint64_t avail_addr(unsigned i) { return desc_addr(i) + 16 * RING_NUM; }
+static uint64_t used_addr(unsigned i)  { return desc_addr(i) + 0x8000; }
+
+typedef struct Fixture {
+        Shadow s;
+        int memfd;
+        uint8_t *mem;   /* the test's own view of guest memory */
+} Fixture;
+
+static void fixture_init(Fixture *f, uint64_t be_features, uint64_t be_pf) {
+        shadow_init(&f->s);
+        shadow_record_backend(&f->s, VU_GET_FEATURES, be_features);
+        shadow_record_backend(&f->s, VU_GET_PROTOCOL_FEATURES, be_pf);
+        f->memfd = memfd_create("guest", MFD_CLOEXEC);
+        ASSERT(f->memfd >= 0);
+        ASSERT(ftruncate(f->memfd, MEM_SIZE) == 0);
+        f->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+        ASSERT(f->mem != MAP_FAILED);
+}
+
+static void fixture_done(Fixture *f) {
+        shadow_done(&f->s);
+        munmap(f->mem, MEM_SIZE);
+        close(f->memfd);
+}
+
+static void set_used_idx(Fixture *f, unsigned ring, uint16_t idx) {
+        uint16_t *used = (uint16_t *) (f->mem + (used_addr(ring) - MEM_UADDR));
+        used[1] = idx;
+}
+
+static int apply(Fixture *f, VuMsg *m) {
+        const char *reason = NULL;
+        ASSERT_EQ(vu_msg_check_request(m, &reason), 0);
+        int r = shadow_apply(&f->s, m, &reason);
+        vu_msg_close_fds(m);
+        return r;
+}
+
+static void apply_ok(Fixture *f, VuMsg *m) {
+        ASSERT_EQ(apply(f, m), 0);
+}
+
+static void send_u64(Fixture *f, VuRequest req, uint64_t v) {
+        VuMsg m;
+        vu_msg_init_u64(&m, req, v);
+        apply_ok(f, &m);
+}
+
+static void send_state(Fixture *f, VuRequest req, uint32_t index, uint32_t num) {
+        VuMsg m;
+        vu_msg_init_state(&m, req, index, num);
+        apply_ok(f, &m);
+}
+
+static void send_plain(Fixture *f, VuRequest req) {
+        VuMsg m;
+        vu_msg_init(&m, req, 0);
+        apply_ok(f, &m);
+}
+
+static void send_file(Fixture *f, VuRequest req, unsigned index) {
+        VuMsg m;
+        vu_msg_init_u64(&m, req, index);
+        m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        apply_ok(f, &m);
+}
+
+static void mem_table_msg(Fixture *f, VuMsg *m) {
+        vu_msg_init(m, VU_SET_MEM_TABLE, 0);
+        m->payload.memory.nregions = 1;
+        m->payload.memory.regions[0] = (VuMemRegion) { 0, MEM_SIZE, MEM_UADDR, 0 };
+        m->hdr.size = 8 + sizeof(VuMemRegion);
+        ASSERT_EQ(vu_msg_add_fd_dup(m, f->memfd), 0);
+}
+
+static void send_mem_table(Fixture *f) {
+        VuMsg m;
+        mem_table_msg(f, &m);
+        apply_ok(f, &m);
+}
+
+static void send_addr(Fixture *f, unsigned i) {
+        VuMsg m;
+        vu_msg_init(&m, VU_SET_VRING_ADDR, 0);
+        m.hdr.size = sizeof(VuVringAddr);
+        m.payload.addr = (VuVringAddr) { .index = i, .desc_user_addr = desc_addr(i),
+                                         .avail_user_addr = avail_addr(i), .used_user_addr = used_addr(i) };
+        apply_ok(f, &m);
+}
+
+#define NET_FEATURES (VU_BIT(15) | VU_BIT(28) | VU_BIT(VU_F_PROTOCOL_FEATURES) | VU_BIT(32) | VU_BIT(35))
+#define DPDK_PF (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS))
+
+/* What DPDK 22.11 virtio-user sends (seen on the wire through vhost-recond). */
+static void dpdk_virtio_user_setup(Fixture *f) {
+        send_plain(f, VU_SET_OWNER);
+        send_u64(f, VU_SET_PROTOCOL_FEATURES, DPDK_PF);
+        send_file(f, VU_SET_VRING_CALL, 0);
+        send_file(f, VU_SET_VRING_CALL, 1);
+        send_u64(f, VU_SET_FEATURES, NET_FEATURES);
+        send_u64(f, VU_SET_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
+        send_mem_table(f);
+        for (unsigned i = 0; i < 2; i++) {
+                send_state(f, VU_SET_VRING_NUM, i, RING_NUM);
+                send_state(f, VU_SET_VRING_BASE, i, 0);
+                send_addr(f, i);
+                send_file(f, VU_SET_VRING_KICK, i);
+        }
+        send_state(f, VU_SET_VRING_ENABLE, 0, 1);
+        send_state(f, VU_SET_VRING_ENABLE, 1, 1);
+        send_u64(f, VU_SET_STATUS, 0xf);
+}
+
+typedef struct Expect {
+        uint32_t request;
+        uint32_t index;         /* vring index, where there is one */
+        uint64_t value;         /* u64 payload, or vring state num; ~0: not checked */
+        unsigned fds;
+} Expect;
+
+#define ANY UINT64_MAX
+
+static void check_replay(const VuMsgList *l, const Expect *e, size_t n, bool reply_ack) {
+        ASSERT_EQ(l->n, n);
+        for (size_t i = 0; i < n; i++) {
+                const VuMsg *m = &l->msgs[i];
+                const char *reason = NULL;
+                fprintf(stderr, "   %zu: %s\n", i, vu_request_to_string(m->hdr.request));
+                ASSERT_EQ(m->hdr.request, e[i].request);
+                ASSERT_EQ(m->n_fds, e[i].fds);
+                ASSERT_EQ(vu_msg_check_request(m, &reason), 0);
+                uint32_t index;
+                if (vu_msg_vring_index(m, &index))
+                        ASSERT_EQ(index, e[i].index);
+                if (e[i].value != ANY) {
+                        uint32_t r = m->hdr.request;
+                        if (r == VU_SET_VRING_NUM || r == VU_SET_VRING_BASE || r == VU_SET_VRING_ENABLE)
+                                ASSERT_EQ(m->payload.state.num, e[i].value);
+                        else
+                                ASSERT_EQ(m->payload.u64, e[i].value);
+                }
+                bool want_ack = reply_ack && m->hdr.request != VU_SET_PROTOCOL_FEATURES &&
+                                !vu_request_has_reply(m->hdr.request);
+                ASSERT_EQ(vu_msg_needs_reply(m), want_ack);
+        }
+}
+
+static void test_dpdk_sequence_replay(void) {
+        Fixture f;
+        VuMsgList l;
+        const char *reason = NULL;
+
+        fixture_init(&f, NET_FEATURES | VU_BIT(VU_F_LOG_ALL), DPDK_PF | VU_BIT(VU_PF_LOG_SHMFD));
+        dpdk_virtio_user_setup(&f);
+        /* the back-end crashed after moving the rings on */
+        set_used_idx(&f, 0, 25344);
+        set_used_idx(&f, 1, 25376);
+
+        uint64_t bpf = shadow_backend_protocol_features(&f.s, DPDK_PF);
+        ASSERT_EQ(bpf, DPDK_PF);
+        ASSERT_EQ(shadow_build_replay(&f.s, bpf, &l, &reason), 0);
+        const Expect e[] = {
+                { VU_SET_PROTOCOL_FEATURES, 0, DPDK_PF, 0 },
+                { VU_GET_QUEUE_NUM, 0, ANY, 0 },
+                { VU_SET_FEATURES, 0, NET_FEATURES, 0 },
+                { VU_SET_MEM_TABLE, 0, ANY, 1 },
+                { VU_SET_VRING_NUM, 0, RING_NUM, 0 },
+                { VU_SET_VRING_BASE, 0, 25344, 0 },
+                { VU_SET_VRING_ADDR, 0, ANY, 0 },
+                { VU_SET_VRING_CALL, 0, 0, 1 },
+                { VU_SET_VRING_KICK, 0, 0, 1 },
+                { VU_SET_VRING_NUM, 1, RING_NUM, 0 },
+                { VU_SET_VRING_BASE, 1, 25376, 0 },
+                { VU_SET_VRING_ADDR, 1, ANY, 0 },
+                { VU_SET_VRING_CALL, 1, 1, 1 },
+                { VU_SET_VRING_KICK, 1, 1, 1 },
+                { VU_SET_VRING_ENABLE, 0, 1, 0 },
+                { VU_SET_VRING_ENABLE, 1, 1, 0 },
+                { VU_SET_STATUS, 0, 0xf, 0 },
+        };
+        check_replay(&l, e, ELEMENTSOF(e), true);
+        /* the memory table hands on the front-end's memory as it is */
+        ASSERT_EQ(l.msgs[3].payload.memory.regions[0].userspace_addr, MEM_UADDR);
+        ASSERT_EQ(l.msgs[6].payload.addr.used_user_addr, used_addr(0));
+        vu_msg_list_clear(&l);
+
+        /* features offered to the front-end never include what cannot be replayed */
+        uint64_t v;
+        ASSERT(shadow_frontend_features(&f.s, &v));
+        ASSERT_EQ(v & VU_BIT(VU_F_LOG_ALL), 0);
+        ASSERT(shadow_frontend_protocol_features(&f.s, &v));
+        ASSERT_EQ(v, DPDK_PF);
+        fixture_done(&f);
+}
+
+/* QEMU 7.2 vhost-user-net without REPLY_ACK and STATUS: a GET_FEATURES barrier closes it. */
+static void test_qemu_sequence_replay(void) {
+        Fixture f;
+        VuMsgList l;
+        const char *reason = NULL;
+        const uint64_t pf = VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_MTU);
+
+        fixture_init(&f, NET_FEATURES, pf | VU_BIT(VU_PF_REPLY_ACK));
+        send_plain(&f, VU_SET_OWNER);
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, pf);
+        send_u64(&f, VU_NET_SET_MTU, 1500);
+        for (unsigned i = 0; i < 2; i++)
+                send_file(&f, VU_SET_VRING_CALL, i);
+        send_u64(&f, VU_SET_FEATURES, NET_FEATURES);
+        send_mem_table(&f);
+        for (unsigned i = 0; i < 2; i++) {
+                send_state(&f, VU_SET_VRING_NUM, i, RING_NUM);
+                send_state(&f, VU_SET_VRING_BASE, i, 0);
+                send_addr(&f, i);
+                send_file(&f, VU_SET_VRING_KICK, i);
+                send_file(&f, VU_SET_VRING_CALL, i);
+        }
+        send_state(&f, VU_SET_VRING_ENABLE, 0, 1);
+        send_state(&f, VU_SET_VRING_ENABLE, 1, 1);
+        set_used_idx(&f, 0, 7);
+        set_used_idx(&f, 1, 9);
+
+        /* the front-end did not take REPLY_ACK; the daemon asks for it on its own behalf */
+        uint64_t bpf = shadow_backend_protocol_features(&f.s, pf | VU_BIT(VU_PF_REPLY_ACK));
+        ASSERT_EQ(bpf, pf | VU_BIT(VU_PF_REPLY_ACK));
+        ASSERT_EQ(shadow_build_replay(&f.s, pf, &l, &reason), 0);
+        const Expect e[] = {
+                { VU_SET_PROTOCOL_FEATURES, 0, pf, 0 },
+                { VU_GET_QUEUE_NUM, 0, ANY, 0 },
+                { VU_SET_FEATURES, 0, NET_FEATURES, 0 },
+                { VU_SET_MEM_TABLE, 0, ANY, 1 },
+                { VU_NET_SET_MTU, 0, 1500, 0 },
+                { VU_SET_VRING_NUM, 0, RING_NUM, 0 },
+                { VU_SET_VRING_BASE, 0, 7, 0 },
+                { VU_SET_VRING_ADDR, 0, ANY, 0 },
+                { VU_SET_VRING_CALL, 0, 0, 1 },
+                { VU_SET_VRING_KICK, 0, 0, 1 },
+                { VU_SET_VRING_NUM, 1, RING_NUM, 0 },
+                { VU_SET_VRING_BASE, 1, 9, 0 },
+                { VU_SET_VRING_ADDR, 1, ANY, 0 },
+                { VU_SET_VRING_CALL, 1, 1, 1 },
+                { VU_SET_VRING_KICK, 1, 1, 1 },
+                { VU_SET_VRING_ENABLE, 0, 1, 0 },
+                { VU_SET_VRING_ENABLE, 1, 1, 0 },
+                { VU_GET_FEATURES, 0, ANY, 0 },
+        };
+        check_replay(&l, e, ELEMENTSOF(e), false);
+        vu_msg_list_clear(&l);
+        fixture_done(&f);
+}
+
+static void test_resume_index(void) {
+        Fixture f;
+        VuMsg req, reply;
+        uint32_t base;
+        bool from_memory;
+
+        fixture_init(&f, NET_FEATURES, DPDK_PF);
+        dpdk_virtio_user_setup(&f);
+
+        /* after a crash: the used index in guest memory */
+        set_used_idx(&f, 0, 4242);
+        ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, &from_memory), 0);
+        ASSERT_EQ(base, 4242);
+        ASSERT(from_memory);
+        /* it wraps as a u16 does */
+        set_used_idx(&f, 0, 65535);
+        ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, NULL), 0);
+        ASSERT_EQ(base, 65535);
+
+        /* a clean stop: the index the back-end answered wins over guest memory */
+        vu_msg_init_state(&req, VU_GET_VRING_BASE, 1, 0);
+        vu_msg_init_state(&reply, VU_GET_VRING_BASE, 1, 1000);
+        reply.hdr.flags |= VU_FLAG_REPLY;
+        shadow_record_reply(&f.s, &req, &reply);
+        set_used_idx(&f, 1, 990);
+        ASSERT_EQ(shadow_resume_index(&f.s, 1, &base, &from_memory), 0);
+        ASSERT_EQ(base, 1000);
+        ASSERT(!from_memory);
+        ASSERT(!f.s.vrings[1].started);
+
+        /* with no back-end, GET_VRING_BASE is answered from guest memory and stops the ring */
+        set_used_idx(&f, 0, 31);
+        vu_msg_init_state(&req, VU_GET_VRING_BASE, 0, 0);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT(vu_msg_is_reply(&reply));
+        ASSERT_EQ(reply.payload.state.index, 0);
+        ASSERT_EQ(reply.payload.state.num, 31);
+        ASSERT(!f.s.vrings[0].started);
+
+        /* stopped rings are replayed without a kick, at the index where they stopped */
+        VuMsgList l;
+        const char *reason;
+        ASSERT_EQ(shadow_build_replay(&f.s, DPDK_PF, &l, &reason), 0);
+        for (size_t i = 0; i < l.n; i++) {
+                ASSERT(l.msgs[i].hdr.request != VU_SET_VRING_KICK);
+                if (l.msgs[i].hdr.request == VU_SET_VRING_BASE)
+                        ASSERT_EQ(l.msgs[i].payload.state.num, l.msgs[i].payload.state.index == 0 ? 31 : 1000);
+        }
+        vu_msg_list_clear(&l);
+
+        /* a new start by the front-end: the new base and kick take over */
+        send_state(&f, VU_SET_VRING_BASE, 0, 31);
+        send_file(&f, VU_SET_VRING_KICK, 0);
+        set_used_idx(&f, 0, 40);
+        ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, NULL), 0);
+        ASSERT_EQ(base, 40);
+        fixture_done(&f);
+}
+
+static void test_answers_without_backend(void) {
+        Fixture f;
+        VuMsg req, reply;
+
+        shadow_init(&f.s);
+        /* nothing known yet: only a back-end can answer GET_FEATURES */
+        vu_msg_init(&req, VU_GET_FEATURES, 0);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 0);
+        shadow_done(&f.s);
+
+        fixture_init(&f, NET_FEATURES, DPDK_PF | VU_BIT(VU_PF_CONFIG));
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT_EQ(reply.payload.u64, NET_FEATURES);
+        dpdk_virtio_user_setup(&f);
+
+        vu_msg_init(&req, VU_GET_STATUS, 0);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT_EQ(reply.payload.u64, 0xf);
+        ASSERT_EQ(reply.hdr.flags, VU_VERSION | VU_FLAG_REPLY);
+
+        /* a REPLY_ACK for a request the shadow took */
+        vu_msg_init_u64(&req, VU_SET_STATUS, 0xf);
+        req.hdr.flags |= VU_FLAG_NEED_REPLY;
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT_EQ(reply.hdr.request, VU_SET_STATUS);
+        ASSERT_EQ(reply.payload.u64, 0);
+
+        /* queue count and config: only once a back-end has told them */
+        vu_msg_init(&req, VU_GET_QUEUE_NUM, 0);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 0);
+        shadow_record_backend(&f.s, VU_GET_QUEUE_NUM, 8);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT_EQ(reply.payload.u64, 8);
+        fixture_done(&f);
+}
+
+static void test_config_cache_and_replay(void) {
+        Fixture f;
+        VuMsg req, reply;
+        VuMsgList l;
+        const char *reason;
+        const uint64_t pf = VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_REPLY_ACK);
+
+        fixture_init(&f, VU_BIT(VU_F_PROTOCOL_FEATURES) | VU_BIT(32), pf);
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, pf);
+
+        vu_msg_init(&req, VU_GET_CONFIG, 0);
+        req.payload.config = (VuConfig) { .offset = 0, .size = 8 };
+        req.hdr.size = VU_CONFIG_HDR_SIZE + 8;
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 0);
+        /* a back-end answered once: cached for answers while it is away */
+        reply = req;
+        reply.hdr.flags |= VU_FLAG_REPLY;
+        memcpy(reply.payload.config.region, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+        shadow_record_reply(&f.s, &req, &reply);
+        memset(&reply, 0, sizeof(reply));
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT(memcmp(reply.payload.config.region, "\x01\x02\x03\x04\x05\x06\x07\x08", 8) == 0);
+
+        /* what the front-end writes is replayed and read back */
+        VuMsg m;
+        vu_msg_init(&m, VU_SET_CONFIG, 0);
+        m.payload.config = (VuConfig) { .offset = 2, .size = 2 };
+        memcpy(m.payload.config.region, "\xaa\xbb", 2);
+        m.hdr.size = VU_CONFIG_HDR_SIZE + 2;
+        apply_ok(&f, &m);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT(memcmp(reply.payload.config.region, "\x01\x02\xaa\xbb\x05\x06\x07\x08", 8) == 0);
+        ASSERT_EQ(shadow_build_replay(&f.s, pf, &l, &reason), 0);
+        ASSERT_EQ(l.n, 2);
+        ASSERT_EQ(l.msgs[1].hdr.request, VU_SET_CONFIG);
+        ASSERT_EQ(l.msgs[1].payload.config.offset, 2);
+        ASSERT_EQ(l.msgs[1].payload.config.size, 2);
+        vu_msg_list_clear(&l);
+        fixture_done(&f);
+}
+
+static void expect_refused(Fixture *f, VuMsg *m, const char *why) {
+        const char *reason = NULL;
+        ASSERT(shadow_apply(&f->s, m, &reason) < 0);
+        ASSERT_CONTAINS(reason, why);
+        vu_msg_close_fds(m);
+}
+
+static void test_refusals(void) {
+        Fixture f;
+        VuMsg m;
+
+        fixture_init(&f, NET_FEATURES, DPDK_PF);
+        /* features and protocol features must have been offered */
+        vu_msg_init_u64(&m, VU_SET_FEATURES, NET_FEATURES | VU_BIT(VU_F_LOG_ALL));
+        expect_refused(&f, &m, "not offered");
+        vu_msg_init_u64(&m, VU_SET_PROTOCOL_FEATURES, DPDK_PF | VU_BIT(VU_PF_LOG_SHMFD));
+        expect_refused(&f, &m, "not offered");
+        /* a request whose protocol feature was not negotiated */
+        vu_msg_init_u64(&m, VU_SET_STATUS, 1);
+        expect_refused(&f, &m, "not negotiated");
+
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, DPDK_PF);
+        send_u64(&f, VU_SET_FEATURES, NET_FEATURES);
+        /* ring addresses before any memory table */
+        vu_msg_init(&m, VU_SET_VRING_ADDR, 0);
+        m.hdr.size = sizeof(VuVringAddr);
+        m.payload.addr = (VuVringAddr) { .index = 0, .desc_user_addr = desc_addr(0),
+                                         .avail_user_addr = avail_addr(0), .used_user_addr = used_addr(0) };
+        expect_refused(&f, &m, "before a memory table");
+        send_mem_table(&f);
+        /* ring addresses outside the memory table, or misaligned */
+        m.payload.addr.used_user_addr = MEM_UADDR + MEM_SIZE - 8;
+        expect_refused(&f, &m, "outside the memory table");
+        m.payload.addr.used_user_addr = MEM_UADDR - 4096;
+        expect_refused(&f, &m, "outside the memory table");
+        m.payload.addr.used_user_addr = used_addr(0) + 2;
+        expect_refused(&f, &m, "misaligned");
+        /* a ring that would extend past the region once its size is known */
+        m.payload.addr.used_user_addr = MEM_UADDR + MEM_SIZE - 64;
+        apply_ok(&f, &m);
+        vu_msg_init_state(&m, VU_SET_VRING_NUM, 0, 256);
+        expect_refused(&f, &m, "outside the memory table");
+        /* ring sizes */
+        vu_msg_init_state(&m, VU_SET_VRING_NUM, 1, 100);
+        expect_refused(&f, &m, "power of two");
+        vu_msg_init_state(&m, VU_SET_VRING_NUM, 1, 65536);
+        expect_refused(&f, &m, "above 32768");
+        vu_msg_init_state(&m, VU_SET_VRING_NUM, 1, 0);
+        expect_refused(&f, &m, "size 0");
+        /* kick/call/err fds must be eventfds */
+        vu_msg_init_u64(&m, VU_SET_VRING_KICK, 1);
+        m.fds[m.n_fds++] = memfd_create("x", MFD_CLOEXEC);
+        expect_refused(&f, &m, "not an eventfd");
+        /* memory: overlapping, absurd, or unmappable regions */
+        mem_table_msg(&f, &m);
+        m.payload.memory.nregions = 2;
+        m.hdr.size = 8 + 2 * sizeof(VuMemRegion);
+        m.payload.memory.regions[1] = (VuMemRegion) { MEM_SIZE, MEM_SIZE, MEM_UADDR + 4096, 0 };
+        ASSERT_EQ(vu_msg_add_fd_dup(&m, f.memfd), 0);
+        expect_refused(&f, &m, "overlap");
+        mem_table_msg(&f, &m);
+        m.payload.memory.regions[0].memory_size = UINT64_MAX - 10;
+        expect_refused(&f, &m, "wraps");
+        mem_table_msg(&f, &m);
+        m.payload.memory.regions[0].memory_size = 0;
+        expect_refused(&f, &m, "size 0");
+        mem_table_msg(&f, &m);
+        close(m.fds[0]);
+        m.fds[0] = eventfd(0, EFD_CLOEXEC);
+        expect_refused(&f, &m, "cannot be mapped");
+        /* the old table is still there after the refusals */
+        ASSERT_EQ(f.s.memory.n_regions, 1);
+        ASSERT(guest_memory_translate(&f.s.memory, used_addr(0), 4) != NULL);
+        ASSERT(guest_memory_translate(&f.s.memory, MEM_UADDR + MEM_SIZE - 2, 4) == NULL);
+        ASSERT(guest_memory_translate(&f.s.memory, UINT64_MAX - 1, 4) == NULL);
+        fixture_done(&f);
+}
+
+static void test_missing_features_and_reset(void) {
+        Fixture f;
+        uint64_t missing, missing_pf;
+
+        fixture_init(&f, NET_FEATURES, DPDK_PF);
+        dpdk_virtio_user_setup(&f);
+        shadow_missing(&f.s, NET_FEATURES & ~VU_BIT(35), DPDK_PF & ~VU_BIT(VU_PF_STATUS), &missing, &missing_pf);
+        ASSERT_EQ(missing, VU_BIT(35));
+        ASSERT_EQ(missing_pf, VU_BIT(VU_PF_STATUS));
+        shadow_missing(&f.s, NET_FEATURES | VU_BIT(1), DPDK_PF, &missing, &missing_pf);
+        ASSERT_EQ(missing, 0);
+        ASSERT_EQ(missing_pf, 0);
+        ASSERT_EQ(shadow_vrings_in_use(&f.s), 2);
+
+        int fds = fd_count();
+        shadow_reset(&f.s);
+        ASSERT_EQ(fd_count(), fds - 5);         /* 4 eventfds and the memory fd */
+        ASSERT(!f.s.features_set);
+        ASSERT(f.s.backend.features_known);     /* what the back-end said stays */
+        fixture_done(&f);
+}
+
+RUN_TESTS(
+        TEST_CASE(test_dpdk_sequence_replay),
+        TEST_CASE(test_qemu_sequence_replay),
+        TEST_CASE(test_resume_index),
+        TEST_CASE(test_answers_without_backend),
+        TEST_CASE(test_config_cache_and_replay),
+        TEST_CASE(test_refusals),
+        TEST_CASE(test_missing_features_and_reset),
+)
