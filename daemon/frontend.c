@@ -159,5 +159,6 @@ int port_frontend_message(Port *p, VuMsg *m) {
         p->fe_tail = it;
 
         frontend_pump(p);
+        port_update_link(p);
         return 0;
 }

@@ -215,10 +215,15 @@ void port_connection_lost(Port *p, PortSide side, int error, const char *reason)
         p->fe_seq = p->replay_seq = 0;
         if (p->backend)
                 port_drop_backend(p, "front-end left");
+        port_update_link(p);
 }
 
 void port_update_link(Port *p) {
-        bool up = p->frontend && p->backend && p->backend_state == BACKEND_READY;
+        bool started = false;
+        for (unsigned i = 0; i < p->shadow.n_vrings && !started; i++)
+                started = p->shadow.vrings[i].started;
+        /* Data can flow: the front-end's device has a running ring and the back-end has it all. */
+        bool up = p->frontend && p->backend && p->backend_state == BACKEND_READY && started;
         uint64_t now = now_usec();
 
         if (up == p->link_up)

@@ -101,7 +101,8 @@ int port_backend_message(Port *p, VuMsg *m);
 /* The connection of `side` is gone (EOF, error, or dropped by the daemon). */
 void port_connection_lost(Port *p, PortSide side, int error, const char *reason);
 
-/* Recomputes link up (front-end connected, back-end replayed) and logs a change. */
+/* Recomputes link up (front-end connected with a running ring, back-end replayed) and
+ * logs a change. */
 void port_update_link(Port *p);
 
 /* Closes the back-end (from vhostctl or a failure). */

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon-harness.h"
+#include "tests.h"
+
+static const char *daemon_binary(void) {
+        const char *e = getenv("VHOST_RECOND");
+        return e ? e : VHOST_RECOND_PATH;
+}
+
+void daemon_path(const Daemon *d, unsigned port, bool backend, char *buf, size_t size) {
+        snprintf(buf, size, "%s/port%u%s.sock", d->dir, port, backend ? ".vswitch" : "");
+}
+
+void daemon_start(Daemon *d, unsigned n_ports, const char *extra) {
+        memset(d, 0, sizeof(*d));
+        strcpy(d->dir, "/tmp/vr-test-XXXXXX");
+        ASSERT(mkdtemp(d->dir));
+        snprintf(d->conf, sizeof(d->conf), "%s/vhost-recon.conf", d->dir);
+        snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
+
+        FILE *f = fopen(d->conf, "we");
+        ASSERT(f);
+        fprintf(f, "control = \"%s/control\";\n%s\nports = (\n", d->dir, extra ? extra : "");
+        for (unsigned i = 0; i < n_ports; i++) {
+                char fe[128], be[128];
+                daemon_path(d, i, false, fe, sizeof(fe));
+                daemon_path(d, i, true, be, sizeof(be));
+                fprintf(f, "  { name = \"port%u\"; frontend = { path = \"%s\"; }; backend = { path = \"%s\"; }; }%s\n",
+                        i, fe, be, i + 1 < n_ports ? "," : "");
+        }
+        fprintf(f, ");\n");
+        fclose(f);
+
+        d->pid = fork();
+        ASSERT(d->pid >= 0);
+        if (d->pid == 0) {
+                int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                dup2(fd, 2);
+                execl(daemon_binary(), "vhost-recond", "--config", d->conf, "--verbose", (char *) NULL);
+                _exit(127);
+        }
+        ASSERT(daemon_log_wait(d, "vhost-recond running", 5000));
+}
+
+char *daemon_log_read(const Daemon *d) {
+        FILE *f = fopen(d->log, "re");
+        if (!f)
+                return strdup("");
+        char *buf = NULL;
+        size_t n = 0;
+        ssize_t k = getdelim(&buf, &n, 0, f);
+        fclose(f);
+        if (k < 0) {
+                free(buf);
+                return strdup("");
+        }
+        return buf;
+}
+
+bool daemon_log_wait(Daemon *d, const char *needle, int timeout_ms) {
+        for (int waited = 0;; waited += 5) {
+                char *log = daemon_log_read(d);
+                size_t len = strlen(log);
+                char *hit = d->log_seen <= len ? strstr(log + d->log_seen, needle) : NULL;
+                if (hit)
+                        d->log_seen = hit - log + strlen(needle);
+                free(log);
+                if (hit)
+                        return true;
+                if (waited >= timeout_ms) {
+                        fprintf(stderr, "daemon log never said \"%s\"\n", needle);
+                        return false;
+                }
+                usleep(5000);
+        }
+}
+
+int daemon_fd_count(const Daemon *d) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int) d->pid);
+        DIR *dir = opendir(path);
+        int n = 0;
+        if (!dir)
+                return -1;
+        for (struct dirent *e; (e = readdir(dir));)
+                if (e->d_name[0] != '.')
+                        n++;
+        closedir(dir);
+        return n;
+}
+
+int daemon_stop(Daemon *d) {
+        int status = 0;
+        kill(d->pid, SIGTERM);
+        ASSERT(waitpid(d->pid, &status, 0) == d->pid);
+        char cmd[128];
+        if (getenv("KEEP_TEST_LOGS") == NULL) {
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->dir);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "could not remove %s\n", d->dir);
+        }
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}

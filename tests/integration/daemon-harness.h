@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Runs vhost-recond on a config of its own in a temporary directory, for tests and
+ * benchmarks: ports port0..portN-1 at DIR/portK.sock and DIR/portK.vswitch.sock. */
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef struct Daemon {
+        pid_t pid;
+        char dir[64];
+        char conf[128];
+        char log[128];
+        size_t log_seen;        /* log_wait() looks past this offset */
+} Daemon;
+
+/* extra: text added at the top of the config (e.g. "reply_timeout_ms = 300;"). */
+void daemon_start(Daemon *d, unsigned n_ports, const char *extra);
+/* Stops with SIGTERM and returns the exit status (0 expected). */
+int daemon_stop(Daemon *d);
+void daemon_path(const Daemon *d, unsigned port, bool backend, char *buf, size_t size);
+/* Waits until the log has `needle` past what earlier waits consumed. */
+bool daemon_log_wait(Daemon *d, const char *needle, int timeout_ms);
+char *daemon_log_read(const Daemon *d);
+/* Number of open fds of the daemon process. */
+int daemon_fd_count(const Daemon *d);

@@ -1,0 +1,402 @@
+/* SPDX-License-Identifier: MIT */
+/* vhost-recond against the project's C peers: the replay matches the shadow message by
+ * message, front-end requests during a replay go out after it in order, an incompatible
+ * back-end is refused while the front-end stays, a leaving front-end closes the back-end,
+ * answers from the shadow while no back-end is there, a stuck back-end is dropped. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon-harness.h"
+#include "macro.h"
+#include "peer.h"
+#include "tests.h"
+
+#define MEM (1u << 20)
+
+typedef struct Port0 {
+        Daemon d;
+        char fe_path[128], be_path[128];
+        FrontendPeer fe;
+        BackendPeer be;
+} Port0;
+
+/* A daemon with a front-end set up through back-end A (still connected). */
+static void start_with_device(Port0 *p, const char *extra) {
+        daemon_start(&p->d, 2, extra);
+        daemon_path(&p->d, 0, false, p->fe_path, sizeof(p->fe_path));
+        daemon_path(&p->d, 0, true, p->be_path, sizeof(p->be_path));
+        ASSERT_EQ(backend_peer_open(&p->be, p->be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&p->be, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p->d, "port0: back-end ready", 2000));
+        ASSERT_EQ(frontend_peer_open(&p->fe, p->fe_path, MEM), 0);
+
+        /* the peers run in one thread: set up from a child so the back-end can serve */
+        pid_t child = fork();
+        ASSERT(child >= 0);
+        if (child == 0) {
+                int r = frontend_peer_setup(&p->fe, 2, 256, NET_TEST_FEATURES);
+                _exit(r < 0 ? 1 : 0);
+        }
+        ASSERT_EQ(backend_peer_serve_until(&p->be, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child);
+        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        /* the child's setup used the same fds and memory: record what it negotiated */
+        p->fe.n_rings = 2;
+        p->fe.ring_num = 256;
+        p->fe.features = NET_TEST_FEATURES;
+        p->fe.protocol_features = VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS);
+}
+
+static void finish(Port0 *p) {
+        frontend_peer_close(&p->fe);
+        backend_peer_close(&p->be);
+        ASSERT_EQ(daemon_stop(&p->d), 0);
+}
+
+static void expect_at(const BackendPeer *b, size_t i, uint32_t request) {
+        ASSERT(i < b->n_log);
+        if (b->log[i].hdr.request != request)
+                fprintf(stderr, "message %zu is %s, expected %s\n", i, vu_request_to_string(b->log[i].hdr.request),
+                        vu_request_to_string(request));
+        ASSERT_EQ(b->log[i].hdr.request, request);
+}
+
+static void test_replay_matches_shadow(void) {
+        Port0 p;
+        BackendPeer b;
+
+        start_with_device(&p, NULL);
+        /* back-end A moved the rings on, then crashed */
+        frontend_peer_set_used_idx(&p.fe, 0, 100);
+        frontend_peer_set_used_idx(&p.fe, 1, 200);
+        backend_peer_close(&p.be);
+        ASSERT(daemon_log_wait(&p.d, "port0: link down", 2000));
+
+        ASSERT_EQ(backend_peer_open(&b, p.be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p.d, "port0: replay done in", 2000));
+        ASSERT(daemon_log_wait(&p.d, "port0: link up", 2000));
+
+        static const uint32_t expected[] = {
+                VU_SET_OWNER, VU_GET_FEATURES, VU_GET_PROTOCOL_FEATURES,
+                VU_SET_PROTOCOL_FEATURES, VU_GET_QUEUE_NUM, VU_SET_FEATURES, VU_SET_MEM_TABLE,
+                VU_SET_VRING_NUM, VU_SET_VRING_BASE, VU_SET_VRING_ADDR, VU_SET_VRING_CALL, VU_SET_VRING_KICK,
+                VU_SET_VRING_NUM, VU_SET_VRING_BASE, VU_SET_VRING_ADDR, VU_SET_VRING_CALL, VU_SET_VRING_KICK,
+                VU_SET_VRING_ENABLE, VU_SET_VRING_ENABLE, VU_SET_STATUS,
+        };
+        ASSERT_EQ(b.n_log, ELEMENTSOF(expected));
+        for (size_t i = 0; i < ELEMENTSOF(expected); i++)
+                expect_at(&b, i, expected[i]);
+        const VuMsg *l = b.log;
+        ASSERT_EQ(b.negotiated_pf, p.fe.protocol_features);
+        ASSERT_EQ(l[5].payload.u64, NET_TEST_FEATURES);
+        ASSERT_EQ(l[6].n_fds, 1);
+        ASSERT_EQ(l[6].payload.memory.regions[0].userspace_addr, p.fe.uaddr);
+        ASSERT_EQ(l[7].payload.state.num, 256);
+        ASSERT_EQ(l[8].payload.state.num, 100);         /* resumed at used->idx */
+        ASSERT_EQ(l[13].payload.state.num, 200);
+        ASSERT_EQ(l[9].payload.addr.used_user_addr, frontend_peer_used(&p.fe, 0));
+        ASSERT_EQ(l[14].payload.addr.desc_user_addr, frontend_peer_desc(&p.fe, 1));
+        ASSERT_EQ(l[10].n_fds, 1);
+        ASSERT_EQ(l[11].n_fds, 1);
+        ASSERT_EQ(l[17].payload.state.num, 1);
+        ASSERT_EQ(l[19].payload.u64, 0xf);
+        for (size_t i = 3; i < b.n_log; i++)     /* every replayed request asked for an ack */
+                if (l[i].hdr.request != VU_SET_PROTOCOL_FEATURES && !vu_request_has_reply(l[i].hdr.request))
+                        ASSERT(vu_msg_needs_reply(&l[i]));
+
+        /* the memory handed on is the front-end's own: B sees the used index it wrote */
+        uint8_t *mem = mmap(NULL, MEM, PROT_READ, MAP_SHARED, b.last_mem_fd, 0);
+        ASSERT(mem != MAP_FAILED);
+        ASSERT_EQ(((uint16_t *) (mem + (frontend_peer_used(&p.fe, 0) - p.fe.uaddr)))[1], 100);
+        munmap(mem, MEM);
+
+        /* the front-end never noticed: its connection answers as before */
+        VuMsg m, r;
+        vu_msg_init(&m, VU_GET_STATUS, 0);
+        pid_t child = fork();
+        if (child == 0)
+                _exit(frontend_peer_request(&p.fe, &m, &r) == 0 && r.payload.u64 == 0xf ? 0 : 1);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_GET_STATUS, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+        backend_peer_close(&b);
+        finish(&p);
+}
+
+/* The rings are kicked and the call fds signalled once after the replay. */
+static void test_replay_kicks_rings(void) {
+        Daemon d;
+        char fe_path[128], be_path[128];
+        FrontendPeer fe;
+        BackendPeer b;
+
+        daemon_start(&d, 1, NULL);
+        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
+        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        /* no back-end seen yet: the front-end's GET_FEATURES waits for the first one */
+        ASSERT_EQ(frontend_peer_open(&fe, fe_path, MEM), 0);
+        pid_t child = fork();
+        if (child == 0) {
+                BackendPeer x;
+                if (backend_peer_open(&x, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES) < 0)
+                        _exit(1);
+                _exit(backend_peer_serve_until(&x, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS) == 0 ? 0 : 2);
+        }
+        ASSERT_EQ(frontend_peer_setup(&fe, 2, 256, NET_TEST_FEATURES), 0);
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT(daemon_log_wait(&d, "back-end disconnected", 2000));
+
+        for (unsigned i = 0; i < 2; i++) {
+                (void) eventfd_drain(fe.kick[i]);
+                (void) eventfd_drain(fe.call[i]);
+        }
+        ASSERT_EQ(backend_peer_open(&b, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&d, "2 rings kicked", 2000));
+        for (unsigned i = 0; i < 2; i++) {
+                ASSERT_EQ(eventfd_drain(fe.kick[i]), 1);
+                ASSERT_EQ(eventfd_drain(fe.call[i]), 1);
+        }
+        backend_peer_close(&b);
+        frontend_peer_close(&fe);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
+/* Front-end requests that come while the replay is in flight go out after it, in order. */
+static void test_requests_during_replay_keep_order(void) {
+        Port0 p;
+        BackendPeer b;
+        VuMsg m;
+
+        start_with_device(&p, NULL);
+        backend_peer_close(&p.be);
+        ASSERT(daemon_log_wait(&p.d, "port0: link down", 2000));
+
+        ASSERT_EQ(backend_peer_open(&b, p.be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        /* answer the probe, then hold the replay's acks */
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p.d, "vring 1: started", 2000));
+
+        int new_call = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        vu_msg_init_u64(&m, VU_SET_VRING_CALL, 0);
+        m.fds[0] = new_call;
+        m.n_fds = 1;
+        ASSERT_EQ(frontend_peer_send(&p.fe, &m), 0);
+        vu_msg_init_state(&m, VU_SET_VRING_ENABLE, 1, 0);
+        ASSERT_EQ(frontend_peer_send(&p.fe, &m), 0);
+        vu_msg_init_state(&m, VU_GET_VRING_BASE, 1, 0);
+        ASSERT_EQ(frontend_peer_send(&p.fe, &m), 0);
+        usleep(100000);         /* the daemon has them before the back-end acks anything */
+
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        size_t end = b.n_log;
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_GET_VRING_BASE, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(b.n_log, end + 3);
+        expect_at(&b, end, VU_SET_VRING_CALL);
+        ASSERT_EQ(b.log[end].payload.u64, 0);
+        ASSERT_EQ(b.log[end].n_fds, 1);
+        expect_at(&b, end + 1, VU_SET_VRING_ENABLE);
+        ASSERT_EQ(b.log[end + 1].payload.state.index, 1);
+        ASSERT_EQ(b.log[end + 1].payload.state.num, 0);
+        expect_at(&b, end + 2, VU_GET_VRING_BASE);
+
+        /* and the back-end's answer reaches the front-end */
+        VuMsg r;
+        ASSERT_EQ(frontend_peer_recv(&p.fe, &r, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(r.hdr.request, VU_GET_VRING_BASE);
+        ASSERT_EQ(r.payload.state.index, 1);
+        ASSERT_EQ(r.payload.state.num, 1001);   /* BackendPeer answers 1000 + index */
+
+        close(new_call);
+        backend_peer_close(&b);
+        finish(&p);
+}
+
+static void test_incompatible_backend_refused(void) {
+        Port0 p;
+        BackendPeer b;
+
+        start_with_device(&p, NULL);
+        backend_peer_close(&p.be);
+        ASSERT(daemon_log_wait(&p.d, "port0: link down", 2000));
+
+        /* a switch that lost IN_ORDER (bit 35) and STATUS */
+        ASSERT_EQ(backend_peer_open(&b, p.be_path, NET_TEST_FEATURES & ~VU_BIT(35),
+                                    NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_wait_closed(&b, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p.d, "incompatible back-end: lacks features 0x800000000 (IN_ORDER)", 2000));
+        ASSERT_EQ(backend_peer_find(&b, 0, VU_SET_MEM_TABLE), SIZE_MAX);   /* nothing was replayed */
+        backend_peer_close(&b);
+
+        ASSERT_EQ(backend_peer_open(&b, p.be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES & ~VU_BIT(VU_PF_STATUS)), 0);
+        ASSERT_EQ(backend_peer_wait_closed(&b, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p.d, "lacks protocol features 0x10000 (STATUS)", 2000));
+        backend_peer_close(&b);
+
+        /* the front-end stayed: answered from the shadow */
+        VuMsg m, r;
+        vu_msg_init(&m, VU_GET_STATUS, 0);
+        ASSERT_EQ(frontend_peer_request(&p.fe, &m, &r), 0);
+        ASSERT_EQ(r.payload.u64, 0xf);
+
+        /* the next compatible back-end gets the full replay */
+        ASSERT_EQ(backend_peer_open(&b, p.be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p.d, "port0: replay done", 2000));
+        backend_peer_close(&b);
+        finish(&p);
+}
+
+static void test_frontend_leaving_closes_backend(void) {
+        Port0 p;
+
+        start_with_device(&p, NULL);
+        frontend_peer_close(&p.fe);
+        ASSERT_EQ(backend_peer_wait_closed(&p.be, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p.d, "port0: front-end disconnected", 2000));
+        backend_peer_close(&p.be);
+
+        /* a back-end that comes now gets no device, only the probe */
+        ASSERT_EQ(backend_peer_open(&p.be, p.be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&p.be, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p.d, "no device to replay", 2000));
+        ASSERT_EQ(backend_peer_serve_one(&p.be, 200), -ETIMEDOUT);
+        ASSERT_EQ(p.be.n_log, 3);
+        finish(&p);
+}
+
+static void test_answers_from_shadow_without_backend(void) {
+        Port0 p;
+        VuMsg m, r;
+
+        start_with_device(&p, NULL);
+        backend_peer_close(&p.be);
+        ASSERT(daemon_log_wait(&p.d, "port0: link down", 2000));
+
+        vu_msg_init(&m, VU_GET_FEATURES, 0);
+        ASSERT_EQ(frontend_peer_request(&p.fe, &m, &r), 0);
+        ASSERT_EQ(r.payload.u64, NET_TEST_FEATURES);
+        vu_msg_init(&m, VU_GET_PROTOCOL_FEATURES, 0);
+        ASSERT_EQ(frontend_peer_request(&p.fe, &m, &r), 0);
+        /* LOG_SHMFD cannot be replayed, so it is never offered */
+        ASSERT_EQ(r.payload.u64, NET_TEST_PROTOCOL_FEATURES & ~VU_BIT(VU_PF_LOG_SHMFD));
+        vu_msg_init_u64(&m, VU_SET_STATUS, 0xf);
+        m.hdr.flags |= VU_FLAG_NEED_REPLY;
+        ASSERT_EQ(frontend_peer_request(&p.fe, &m, &r), 0);
+        ASSERT_EQ(r.payload.u64, 0);
+        /* stopping a ring: the resume index comes from the used ring */
+        frontend_peer_set_used_idx(&p.fe, 0, 555);
+        vu_msg_init_state(&m, VU_GET_VRING_BASE, 0, 0);
+        ASSERT_EQ(frontend_peer_request(&p.fe, &m, &r), 0);
+        ASSERT_EQ(r.payload.state.index, 0);
+        ASSERT_EQ(r.payload.state.num, 555);
+        finish(&p);
+}
+
+/* A back-end that stops answering is dropped after reply_timeout_ms, and the other port
+ * goes on meanwhile. */
+static void test_stuck_backend_dropped_other_port_unaffected(void) {
+        Port0 p;
+        BackendPeer b, b1;
+        FrontendPeer fe1;
+        char fe1_path[128], be1_path[128];
+
+        start_with_device(&p, "reply_timeout_ms = 300;");
+        backend_peer_close(&p.be);
+        ASSERT(daemon_log_wait(&p.d, "port0: link down", 2000));
+        ASSERT_EQ(backend_peer_open(&b, p.be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        /* b now holds the replay without acking; port1 is set up meanwhile */
+        daemon_path(&p.d, 1, false, fe1_path, sizeof(fe1_path));
+        daemon_path(&p.d, 1, true, be1_path, sizeof(be1_path));
+        ASSERT_EQ(backend_peer_open(&b1, be1_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(frontend_peer_open(&fe1, fe1_path, MEM), 0);
+        pid_t child = fork();
+        if (child == 0)
+                _exit(frontend_peer_setup(&fe1, 2, 256, NET_TEST_FEATURES) < 0);
+        ASSERT_EQ(backend_peer_serve_until(&b1, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT(daemon_log_wait(&p.d, "port1: link up", 2000));
+
+        ASSERT(daemon_log_wait(&p.d, "port0: back-end did not answer", 2000));
+        ASSERT(daemon_log_wait(&p.d, "back-end disconnected during the replay", 2000));
+
+        backend_peer_close(&b);
+        backend_peer_close(&b1);
+        frontend_peer_close(&fe1);
+        finish(&p);
+}
+
+/* A back-end that refuses part of the replay (NACK) is dropped; the next one is fine. */
+static void test_nacked_replay(void) {
+        Port0 p;
+        BackendPeer b;
+
+        start_with_device(&p, NULL);
+        backend_peer_close(&p.be);
+        ASSERT(daemon_log_wait(&p.d, "port0: link down", 2000));
+        ASSERT_EQ(backend_peer_open(&b, p.be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        b.nack_request = VU_SET_MEM_TABLE;
+        ASSERT_EQ(backend_peer_wait_closed(&b, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&p.d, "back-end refused SET_MEM_TABLE in the replay", 2000));
+        backend_peer_close(&b);
+        ASSERT_EQ(backend_peer_open(&b, p.be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        backend_peer_close(&b);
+        finish(&p);
+}
+
+/* A malformed front-end message drops that front-end only; a second front-end is refused. */
+static void test_bad_frontend_and_second_frontend(void) {
+        Port0 p;
+        VuMsg m, r;
+
+        start_with_device(&p, NULL);
+        int second = peer_connect(p.fe_path, 1000);
+        ASSERT(second >= 0);
+        ASSERT(daemon_log_wait(&p.d, "refusing a second front-end", 2000));
+        char c;
+        ASSERT_EQ(read(second, &c, 1), 0);      /* closed by the daemon */
+        close(second);
+        /* the first one is still served (GET_STATUS goes through to the back-end) */
+        vu_msg_init(&m, VU_GET_STATUS, 0);
+        pid_t child = fork();
+        if (child == 0)
+                _exit(frontend_peer_request(&p.fe, &m, &r) == 0 && r.payload.u64 == 0xf ? 0 : 1);
+        ASSERT_EQ(backend_peer_serve_until(&p.be, VU_GET_STATUS, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+        vu_msg_init_u64(&m, VU_SET_FEATURES, 0);
+        m.hdr.flags = 0x3;      /* protocol version 3 */
+        ASSERT_EQ(frontend_peer_send(&p.fe, &m), 0);
+        ASSERT(daemon_log_wait(&p.d, "front-end sent a bad SET_FEATURES (2): unsupported protocol version", 2000));
+        ASSERT_EQ(backend_peer_wait_closed(&p.be, PEER_TIMEOUT_MS), 0);
+        finish(&p);
+}
+
+int main(void) {
+        signal(SIGPIPE, SIG_IGN);
+        static const TestCase cases[] = {
+                TEST_CASE(test_replay_matches_shadow),
+                TEST_CASE(test_replay_kicks_rings),
+                TEST_CASE(test_requests_during_replay_keep_order),
+                TEST_CASE(test_incompatible_backend_refused),
+                TEST_CASE(test_frontend_leaving_closes_backend),
+                TEST_CASE(test_answers_from_shadow_without_backend),
+                TEST_CASE(test_stuck_backend_dropped_other_port_unaffected),
+                TEST_CASE(test_nacked_replay),
+                TEST_CASE(test_bad_frontend_and_second_frontend),
+        };
+        return run_tests(cases, ELEMENTSOF(cases));
+}

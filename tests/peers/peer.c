@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "macro.h"
+#include "peer.h"
+
+static uint64_t mono_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec * 1000ull + ts.tv_nsec / 1000000;
+}
+
+int peer_connect(const char *path, int timeout_ms) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        uint64_t until = mono_ms() + timeout_ms;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        for (;;) {
+                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        return -errno;
+                if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0)
+                        return fd;
+                int r = -errno;
+                close(fd);
+                if (mono_ms() > until)
+                        return r;
+                usleep(5000);
+        }
+}
+
+int frontend_peer_open(FrontendPeer *f, const char *path, size_t mem_size) {
+        memset(f, 0, sizeof(*f));
+        for (unsigned i = 0; i < PEER_MAX_RINGS; i++)
+                f->kick[i] = f->call[i] = -1;
+        f->memfd = memfd_create("guest-memory", MFD_CLOEXEC);
+        if (f->memfd < 0 || ftruncate(f->memfd, mem_size) < 0)
+                return -errno;
+        f->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
+        if (f->mem == MAP_FAILED)
+                return -errno;
+        f->mem_size = mem_size;
+        f->uaddr = (uint64_t) (uintptr_t) f->mem;
+        f->fd = peer_connect(path, PEER_TIMEOUT_MS);
+        return f->fd < 0 ? f->fd : 0;
+}
+
+void frontend_peer_close(FrontendPeer *f) {
+        for (unsigned i = 0; i < PEER_MAX_RINGS; i++) {
+                f->kick[i] = safe_close(f->kick[i]);
+                f->call[i] = safe_close(f->call[i]);
+        }
+        if (f->mem && f->mem != MAP_FAILED)
+                munmap(f->mem, f->mem_size);
+        f->mem = NULL;
+        f->memfd = safe_close(f->memfd);
+        f->fd = safe_close(f->fd);
+}
+
+int frontend_peer_send(FrontendPeer *f, const VuMsg *m) {
+        return vu_send_blocking(f->fd, m);
+}
+
+int frontend_peer_recv(FrontendPeer *f, VuMsg *ret, int timeout_ms) {
+        const char *reason;
+        return vu_recv_blocking(f->fd, ret, timeout_ms, &reason);
+}
+
+int frontend_peer_request(FrontendPeer *f, VuMsg *m, VuMsg *ret) {
+        int r = frontend_peer_send(f, m);
+        if (r < 0)
+                return r;
+        if (!vu_request_has_reply(m->hdr.request) && !vu_msg_needs_reply(m))
+                return 0;
+        VuMsg tmp;
+        VuMsg *reply = ret ? ret : &tmp;
+        r = frontend_peer_recv(f, reply, PEER_TIMEOUT_MS);
+        if (r < 0)
+                return r;
+        if (reply->hdr.request != m->hdr.request || !vu_msg_is_reply(reply))
+                return -EPROTO;
+        if (!ret)
+                vu_msg_close_fds(reply);
+        if (vu_msg_needs_reply(m) && !vu_request_has_reply(m->hdr.request) && reply->payload.u64 != 0)
+                return -EIO;
+        return 0;
+}
+
+uint64_t frontend_peer_desc(const FrontendPeer *f, unsigned ring) {
+        return f->uaddr + 0x10000ull * (ring + 1);
+}
+uint64_t frontend_peer_avail(const FrontendPeer *f, unsigned ring) {
+        return frontend_peer_desc(f, ring) + 16ull * f->ring_num;
+}
+uint64_t frontend_peer_used(const FrontendPeer *f, unsigned ring) {
+        return frontend_peer_desc(f, ring) + 0x8000;
+}
+
+void frontend_peer_set_used_idx(FrontendPeer *f, unsigned ring, uint16_t idx) {
+        uint16_t *used = (uint16_t *) (f->mem + (frontend_peer_used(f, ring) - f->uaddr));
+        __atomic_store_n(&used[1], idx, __ATOMIC_RELEASE);
+}
+
+uint64_t eventfd_drain(int fd) {
+        uint64_t v = 0;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 0) == 1 && read(fd, &v, sizeof(v)) != sizeof(v))
+                v = 0;
+        return v;
+}
+
+static int request_u64(FrontendPeer *f, VuRequest req, uint64_t *ret) {
+        VuMsg m, reply;
+        vu_msg_init(&m, req, 0);
+        int r = frontend_peer_request(f, &m, &reply);
+        if (r >= 0)
+                *ret = reply.payload.u64;
+        return r;
+}
+
+static int set_u64(FrontendPeer *f, VuRequest req, uint64_t v, bool ack) {
+        VuMsg m;
+        vu_msg_init_u64(&m, req, v);
+        if (ack)
+                m.hdr.flags |= VU_FLAG_NEED_REPLY;
+        return frontend_peer_request(f, &m, NULL);
+}
+
+static int set_state(FrontendPeer *f, VuRequest req, uint32_t index, uint32_t num) {
+        VuMsg m;
+        vu_msg_init_state(&m, req, index, num);
+        return frontend_peer_request(f, &m, NULL);
+}
+
+static int set_file(FrontendPeer *f, VuRequest req, unsigned index, int fd) {
+        VuMsg m;
+        vu_msg_init_u64(&m, req, index);
+        m.fds[0] = fd;
+        m.n_fds = 1;
+        return frontend_peer_send(f, &m);
+}
+
+int frontend_peer_setup(FrontendPeer *f, unsigned n_rings, unsigned ring_num, uint64_t want_features) {
+        uint64_t features, pf = 0;
+        bool ack;
+        VuMsg m;
+        int r;
+
+        if (n_rings > PEER_MAX_RINGS || 0x10000ull * (n_rings + 1) > f->mem_size)
+                return -EINVAL;
+        f->n_rings = n_rings;
+        f->ring_num = ring_num;
+
+        vu_msg_init(&m, VU_SET_OWNER, 0);
+        if ((r = frontend_peer_request(f, &m, NULL)) < 0)
+                return r;
+        if ((r = request_u64(f, VU_GET_FEATURES, &features)) < 0)
+                return r;
+        if (features & VU_BIT(VU_F_PROTOCOL_FEATURES)) {
+                if ((r = request_u64(f, VU_GET_PROTOCOL_FEATURES, &pf)) < 0)
+                        return r;
+                pf &= VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS);
+                if ((r = set_u64(f, VU_SET_PROTOCOL_FEATURES, pf, false)) < 0)
+                        return r;
+        }
+        f->protocol_features = pf;
+        ack = pf & VU_BIT(VU_PF_REPLY_ACK);
+        for (unsigned i = 0; i < n_rings; i++) {
+                f->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                f->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if ((r = set_file(f, VU_SET_VRING_CALL, i, f->call[i])) < 0)
+                        return r;
+        }
+        f->features = features & want_features;
+        if ((r = set_u64(f, VU_SET_FEATURES, f->features, false)) < 0)
+                return r;
+        if (pf & VU_BIT(VU_PF_STATUS) &&
+            (r = set_u64(f, VU_SET_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                                           VIRTIO_STATUS_FEATURES_OK, ack)) < 0)
+                return r;
+
+        vu_msg_init(&m, VU_SET_MEM_TABLE, ack ? VU_FLAG_NEED_REPLY : 0);
+        m.payload.memory.nregions = 1;
+        m.payload.memory.regions[0] = (VuMemRegion) { .guest_phys_addr = 0, .memory_size = f->mem_size,
+                                                      .userspace_addr = f->uaddr, .mmap_offset = 0 };
+        m.hdr.size = 8 + sizeof(VuMemRegion);
+        m.fds[0] = f->memfd;
+        m.n_fds = 1;
+        if ((r = frontend_peer_request(f, &m, NULL)) < 0)
+                return r;
+
+        for (unsigned i = 0; i < n_rings; i++) {
+                if ((r = set_state(f, VU_SET_VRING_NUM, i, ring_num)) < 0 ||
+                    (r = set_state(f, VU_SET_VRING_BASE, i, 0)) < 0)
+                        return r;
+                vu_msg_init(&m, VU_SET_VRING_ADDR, 0);
+                m.hdr.size = sizeof(VuVringAddr);
+                m.payload.addr = (VuVringAddr) { .index = i, .desc_user_addr = frontend_peer_desc(f, i),
+                                                 .avail_user_addr = frontend_peer_avail(f, i),
+                                                 .used_user_addr = frontend_peer_used(f, i) };
+                if ((r = frontend_peer_request(f, &m, NULL)) < 0)
+                        return r;
+                if ((r = set_file(f, VU_SET_VRING_KICK, i, f->kick[i])) < 0)
+                        return r;
+        }
+        if (features & VU_BIT(VU_F_PROTOCOL_FEATURES))
+                for (unsigned i = 0; i < n_rings; i++)
+                        if ((r = set_state(f, VU_SET_VRING_ENABLE, i, 1)) < 0)
+                                return r;
+        if (pf & VU_BIT(VU_PF_STATUS) && (r = set_u64(f, VU_SET_STATUS, 0xf, ack)) < 0)
+                return r;
+        return 0;
+}
+
+int backend_peer_open(BackendPeer *b, const char *path, uint64_t features, uint64_t protocol_features) {
+        memset(b, 0, sizeof(*b));
+        b->features = features;
+        b->protocol_features = protocol_features;
+        b->queue_num = 8;
+        b->last_mem_fd = -1;
+        b->fd = peer_connect(path, PEER_TIMEOUT_MS);
+        return b->fd < 0 ? b->fd : 0;
+}
+
+void backend_peer_close(BackendPeer *b) {
+        b->fd = safe_close(b->fd);
+        b->last_mem_fd = safe_close(b->last_mem_fd);
+        free(b->log);
+        b->log = NULL;
+        b->n_log = b->allocated = 0;
+}
+
+static int answer(BackendPeer *b, const VuMsg *req, uint64_t value) {
+        VuMsg r;
+        vu_msg_init_u64(&r, req->hdr.request, value);
+        r.hdr.flags |= VU_FLAG_REPLY;
+        return vu_send_blocking(b->fd, &r);
+}
+
+int backend_peer_serve_one(BackendPeer *b, int timeout_ms) {
+        const char *reason = NULL;
+        VuMsg m;
+        int r;
+
+        r = vu_recv_blocking(b->fd, &m, timeout_ms, &reason);
+        if (r == -ECONNRESET)
+                return 0;
+        if (r < 0)
+                return r;
+        if (vu_msg_check_request(&m, &reason) < 0) {
+                vu_msg_close_fds(&m);
+                return -EBADMSG;
+        }
+
+        switch (m.hdr.request) {
+        case VU_GET_FEATURES:
+                r = answer(b, &m, b->features);
+                break;
+        case VU_GET_PROTOCOL_FEATURES:
+                r = answer(b, &m, b->protocol_features);
+                break;
+        case VU_GET_QUEUE_NUM:
+                r = answer(b, &m, b->queue_num);
+                break;
+        case VU_GET_STATUS:
+                r = answer(b, &m, 0xf);
+                break;
+        case VU_SET_PROTOCOL_FEATURES:
+                b->negotiated_pf = m.payload.u64;
+                break;
+        case VU_GET_VRING_BASE: {
+                VuMsg a;
+                vu_msg_init_state(&a, VU_GET_VRING_BASE, m.payload.state.index, 1000 + m.payload.state.index);
+                a.hdr.flags |= VU_FLAG_REPLY;
+                r = vu_send_blocking(b->fd, &a);
+                break;
+        }
+        case VU_SET_MEM_TABLE:
+                safe_close(b->last_mem_fd);
+                b->last_mem_fd = m.n_fds ? fcntl(m.fds[0], F_DUPFD_CLOEXEC, 3) : -1;
+                b->last_region = m.payload.memory.regions[0];
+                break;
+        default:
+                break;
+        }
+        if (r >= 0 && vu_msg_needs_reply(&m) && !vu_request_has_reply(m.hdr.request) &&
+            (b->negotiated_pf & VU_BIT(VU_PF_REPLY_ACK)))
+                r = answer(b, &m, b->nack_request == m.hdr.request ? 1 : 0);
+
+        if (b->n_log == b->allocated) {
+                size_t n = b->allocated ? b->allocated * 2 : 64;
+                VuMsg *l = realloc(b->log, n * sizeof(VuMsg));
+                if (!l) {
+                        vu_msg_close_fds(&m);
+                        return -ENOMEM;
+                }
+                b->log = l;
+                b->allocated = n;
+        }
+        unsigned n_fds = m.n_fds;
+        vu_msg_close_fds(&m);
+        m.n_fds = n_fds;        /* remembered as a count */
+        b->log[b->n_log++] = m;
+        return r < 0 ? r : (int) m.hdr.request;
+}
+
+int backend_peer_serve_until(BackendPeer *b, uint32_t request, uint64_t value, int timeout_ms) {
+        uint64_t until = mono_ms() + timeout_ms;
+        for (;;) {
+                int left = (int) (until - mono_ms());
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                int r = backend_peer_serve_one(b, left);
+                if (r <= 0)
+                        return r == 0 ? -ECONNRESET : r;
+                const VuMsg *m = &b->log[b->n_log - 1];
+                if ((uint32_t) r == request && (value == UINT64_MAX || m->payload.u64 == value))
+                        return 0;
+        }
+}
+
+int backend_peer_wait_closed(BackendPeer *b, int timeout_ms) {
+        uint64_t until = mono_ms() + timeout_ms;
+        for (;;) {
+                int left = (int) (until - mono_ms());
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                int r = backend_peer_serve_one(b, left);
+                if (r == 0 || r == -ECONNRESET || r == -EPIPE)
+                        return 0;
+                if (r < 0)
+                        return r;
+        }
+}
+
+size_t backend_peer_find(const BackendPeer *b, size_t from, uint32_t request) {
+        for (size_t i = from; i < b->n_log; i++)
+                if (b->log[i].hdr.request == request)
+                        return i;
+        return SIZE_MAX;
+}
