@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -45,7 +46,12 @@ void daemon_start(Daemon *d, unsigned n_ports, const char *extra) {
         d->pid = fork();
         ASSERT(d->pid >= 0);
         if (d->pid == 0) {
+                /* dies with the test, and holds no pipe of the test runner open */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                dup2(null, 0);
+                dup2(null, 1);
                 dup2(fd, 2);
                 execl(daemon_binary(), "vhost-recond", "--config", d->conf, "--verbose", (char *) NULL);
                 _exit(127);
