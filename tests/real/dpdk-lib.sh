@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Helpers for running vhost-recond between two real DPDK testpmd processes: a virtio-user
 # front-end (the "app") and a vhost PMD back-end (the "switch"). Sourced by the real-peer
-# tests and by the demo. Each caller sets WORK (a scratch directory) and DAEMON (the binary).
+# tests and by the demo. Each caller sets WORK (a scratch directory), DAEMON (the binary) and
+# optionally SOCKDIR (where port0.sock and port0.vswitch.sock are; default WORK).
 
 SKIP=77
 
@@ -47,7 +48,7 @@ dpdk_start_daemon() {
 dpdk_start_backend() {
     local n=$1
     dpdk-testpmd -l 0-1 --main-lcore 1 --no-pci --file-prefix=vr-be --huge-dir=/dev/hugepages \
-        --huge-unlink -m 256 --vdev "net_vhost0,iface=$WORK/port0.vswitch.sock,queues=1,client=1" \
+        --huge-unlink -m 256 --vdev "net_vhost0,iface=${SOCKDIR:-$WORK}/port0.vswitch.sock,queues=1,client=1" \
         -- -a --nb-cores=1 --total-num-mbufs=8192 --forward-mode=mac --stats-period 1 \
         < /dev/null > "$WORK/backend.$n.log" 2>&1 &
     BACKEND_PID=$!
@@ -57,7 +58,7 @@ dpdk_start_backend() {
 # continuously and drains what comes back, so lost packets do not stall it).
 dpdk_start_frontend() {
     dpdk-testpmd -l 0-1 --no-pci --file-prefix=vr-fe --in-memory --single-file-segments -m 256 \
-        --vdev "net_virtio_user0,path=$WORK/port0.sock,queues=1" \
+        --vdev "net_virtio_user0,path=${SOCKDIR:-$WORK}/port0.sock,queues=1" \
         -- -a --nb-cores=1 --total-num-mbufs=8192 --forward-mode=flowgen --stats-period 1 \
         < /dev/null > "$WORK/frontend.log" 2>&1 &
     FRONTEND_PID=$!
@@ -67,6 +68,13 @@ dpdk_start_frontend() {
 dpdk_rx() {
     local v
     v=$(grep -o 'RX-packets: *[0-9]*' "$1" 2>/dev/null | tail -1 | grep -o '[0-9]*$')
+    echo "${v:-0}"
+}
+
+# testpmd's own receive rate (packets/s) from its latest stats print.
+dpdk_rx_pps() {
+    local v
+    v=$(grep -o 'Rx-pps: *[0-9]*' "$1" 2>/dev/null | tail -1 | grep -o '[0-9]*$')
     echo "${v:-0}"
 }
 

@@ -43,4 +43,8 @@ fi
 n=$(grep -c "replay done in" "$WORK/daemon.log")
 [ "$n" -eq 3 ] || fail "expected 3 replays in the daemon log, found $n"
 grep -o "replay done in [0-9]* µs" "$WORK/daemon.log" | sed 's/^/daemon: /'
+kill "$FRONTEND_PID" "$BACKEND_PID"; wait "$FRONTEND_PID" "$BACKEND_PID" 2>/dev/null
+kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; rc=$?
+DAEMON_PID=
+[ "$rc" = 0 ] || fail "vhost-recond exited with status $rc on SIGTERM"
 echo "PASS: 3 back-end SIGKILL restarts, traffic resumed each time, front-end never noticed"

@@ -1,0 +1,38 @@
+#!/bin/bash
+# Sets up and runs every test of vhost-recon: unit, integration (C peers against a live
+# daemon) and real peers (DPDK testpmd), first in a -Werror build, then all again in an
+# AddressSanitizer + UndefinedBehaviorSanitizer build. Tests that need root or hugepages
+# skip with the reason when they cannot run.
+set -eu
+cd "$(dirname "$0")/.."
+bash tests/setup.sh
+
+run_suite() {
+    local dir=$1; shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" -Dwerror=true "$@" > /dev/null
+    fi
+    meson compile -C "$dir" > /dev/null
+    meson test -C "$dir" --print-errorlogs --num-processes 2 || status=1
+}
+
+status=0
+run_suite build-test
+run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+
+python3 - build-test build-asan <<'PY'
+import json, sys
+counts = {"passed": 0, "failed": 0, "skipped": 0}
+for d in sys.argv[1:]:
+    with open(f"{d}/meson-logs/testlog.json") as f:
+        for line in f:
+            t = json.loads(line)
+            r = t["result"]
+            key = "passed" if r == "OK" else "skipped" if r == "SKIP" else "failed"
+            counts[key] += 1
+            if r == "SKIP":
+                out = (t.get("stdout") or "").strip().splitlines()
+                print(f"skipped {d}/{t['name']}: {out[-1] if out else ''}")
+print(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+PY
+exit $status
