@@ -21,8 +21,11 @@ DAEMON_PID=$!
 sleep 0.3
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show_daemon() { sed -e 's/^<[0-9]>/  vhost-recond: /' "$WORK/daemon.log" | tail -n +"$1"; }
-rate() {   # packets/s the app receives, as testpmd prints it once a second
-    sleep 1.2; dpdk_rx_pps "$WORK/frontend.log"
+rate() {   # packets/s the app receives, from the second stats print from now on, so that the
+           # interval testpmd measured lies wholly after what just happened
+    local n; n=$(grep -c Rx-pps "$WORK/frontend.log")
+    while [ "$(grep -c Rx-pps "$WORK/frontend.log")" -lt $((n + 2)) ]; do sleep 0.2; done
+    dpdk_rx_pps "$WORK/frontend.log"
 }
 say "vhost-recond started on conf/vhost-recon.conf"
 show_daemon 1
@@ -35,7 +38,7 @@ dpdk_start_frontend
 fe_pid=$FRONTEND_PID
 dpdk_wait_rx_above "$WORK/frontend.log" 100000 30 || { echo "no traffic"; exit 1; }
 lines=$(wc -l < "$WORK/daemon.log")
-for _ in 1 2; do echo "  app receives $(rate) packets/s through the switch"; done
+echo "  app receives $(rate) packets/s through the switch"
 
 for round in 1 2; do
     say "kill -9 the switch (round $round)"
