@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "backend.h"
@@ -67,6 +68,43 @@ int backend_send(Port *p, const VuMsg *m, PendingOrigin origin, FrontendItem *it
         return 0;
 }
 
+int backend_stop(Port *p, const char *reason) {
+        unsigned n = 0;
+
+        if (p->backend_state != BACKEND_READY)
+                return 0;
+        for (unsigned i = 0; i < p->shadow.n_vrings; i++) {
+                VuMsg m;
+                if (!p->shadow.vrings[i].started)
+                        continue;
+                vu_msg_init_state(&m, VU_GET_VRING_BASE, i, 0);
+                if (backend_send(p, &m, PENDING_STOP, NULL) < 0)
+                        return 0;
+                n++;
+        }
+        if (n == 0)
+                return 0;
+        p->stop_outstanding = n;
+        p->backend_state = BACKEND_STOPPING;
+        snprintf(p->close_reason, sizeof(p->close_reason), "%s", reason);
+        port_update_link(p);
+        log_info("%s: stopping the back-end's %u rings before closing it (%s)", p->config.name, n, reason);
+        return 1;
+}
+
+static int stop_reply(Port *p, const VuMsg *m) {
+        ShadowVring *v = m->payload.state.index < p->shadow.n_vrings ? &p->shadow.vrings[m->payload.state.index] : NULL;
+
+        /* The ring stays started for the front-end; the next back-end resumes it here. */
+        if (v) {
+                v->resume_valid = true;
+                v->resume = m->payload.state.num;
+        }
+        if (--p->stop_outstanding > 0)
+                return 0;
+        return -ECANCELED;      /* closed by connection_io with p->close_reason */
+}
+
 int port_backend_message(Port *p, VuMsg *m) {
         Pending *pd = p->pending_head;
         const char *reason = NULL;
@@ -92,7 +130,9 @@ int port_backend_message(Port *p, VuMsg *m) {
         if (pd->origin == PENDING_FRONTEND) {
                 if (pd->item)
                         frontend_relay_reply(p, pd->item, m);
-        } else
+        } else if (pd->origin == PENDING_STOP)
+                r = stop_reply(p, m);
+        else
                 r = replay_reply(p, pd, m);
         free(pd);
         return r;
@@ -121,6 +161,8 @@ void backend_clear_pending(Port *p) {
 void backend_lost(Port *p, const char *reason) {
         FrontendItem *first = NULL, *last = NULL;
         BackendState was = p->backend_state;
+        uint64_t backend_connected_usec = p->backend ? p->backend->connected_usec : 0;
+        json_object *details;
 
         /* Front-end requests the back-end owed an answer to, in their order. */
         for (Pending *pd = p->pending_head; pd; pd = pd->next) {
@@ -139,14 +181,21 @@ void backend_lost(Port *p, const char *reason) {
         p->backend = connection_free(p->backend);
         p->backend_state = BACKEND_ABSENT;
         p->backend_owner_sent = false;
+        p->stop_outstanding = 0;
         if (was == BACKEND_PROBING || was == BACKEND_REPLAYING) {
                 p->stats.replays_failed++;
-                if (!p->last_error[0])
+                if (p->last_error_usec < backend_connected_usec)    /* nothing more precise */
                         port_set_error(p, "back-end lost during the replay: %s", reason);
                 log_warning("%s: back-end disconnected during the %s (%s)", p->config.name,
                             was == BACKEND_PROBING ? "probe" : "replay", reason);
+                details = json_object_new_object();
+                json_object_object_add(details, "reason", json_object_new_string(p->last_error));
+                manager_port_event(p->manager, p, EVENT_REPLAY_FAILED, details);
         } else
                 log_info("%s: back-end disconnected (%s)", p->config.name, reason);
+        details = json_object_new_object();
+        json_object_object_add(details, "reason", json_object_new_string(reason));
+        manager_port_event(p->manager, p, EVENT_BACKEND_DISCONNECTED, details);
         port_update_link(p);
 
         if (first)

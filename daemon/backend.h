@@ -14,3 +14,6 @@ void backend_lost(Port *p, const char *reason);
 /* The front-end is gone: answers owed to it are dropped. */
 void backend_forget_frontend(Port *p);
 void backend_clear_pending(Port *p);
+/* Stops every running ring with GET_VRING_BASE, keeps the answers as resume indexes, then
+ * closes the back-end. Returns 1 when stopping, 0 when there was nothing to stop. */
+int backend_stop(Port *p, const char *reason);

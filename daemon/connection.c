@@ -50,6 +50,8 @@ static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *use
                 r = c->side == PORT_FRONTEND ? port_frontend_message(c->port, &m)
                                              : port_backend_message(c->port, &m);
                 vu_msg_close_fds(&m);
+                if (r == -ECANCELED)    /* closed on purpose; the handler said why */
+                        return connection_lost(c, 0, c->port->close_reason), 0;
                 if (r < 0)
                         return connection_lost(c, r, NULL), 0;
                 if (c->failed)

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "control.h"
+#include "link-map.h"
 #include "log.h"
 #include "manager.h"
 #include "port.h"
@@ -16,6 +19,51 @@ uint64_t now_usec(void) {
         return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+uint64_t now_realtime_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static const char *const port_event_table[_PORT_EVENT_MAX] = {
+        [EVENT_FRONTEND_CONNECTED] = "frontend-connected",
+        [EVENT_FRONTEND_DISCONNECTED] = "frontend-disconnected",
+        [EVENT_BACKEND_CONNECTED] = "backend-connected",
+        [EVENT_BACKEND_DISCONNECTED] = "backend-disconnected",
+        [EVENT_REPLAY_DONE] = "replay-done",
+        [EVENT_REPLAY_FAILED] = "replay-failed",
+        [EVENT_INCOMPATIBLE] = "incompatible",
+        [EVENT_LINK_UP] = "link-up",
+        [EVENT_LINK_DOWN] = "link-down",
+};
+
+const char *port_event_to_string(PortEvent e) {
+        return e >= 0 && e < _PORT_EVENT_MAX ? port_event_table[e] : NULL;
+}
+
+static void link_map_sync(Manager *m, Port *p) {
+        if (m->link_map)
+                (void) link_map_update(m->link_map, p->slot, p->config.name, p->link_up, p->link_generation,
+                                       p->link_generation ? now_usec() * 1000 : 0);
+}
+
+void manager_port_event(Manager *m, Port *p, PortEvent e, json_object *details) {
+        json_object *ev = details ? details : json_object_new_object();
+
+        if (e == EVENT_LINK_UP || e == EVENT_LINK_DOWN)
+                link_map_sync(m, p);
+        if (!m->control) {
+                json_object_put(ev);
+                return;
+        }
+        json_object_object_add(ev, "type", json_object_new_string(port_event_to_string(e)));
+        json_object_object_add(ev, "port", json_object_new_string(p->config.name));
+        json_object_object_add(ev, "monotonic_usec", json_object_new_uint64(now_usec()));
+        json_object_object_add(ev, "realtime_usec", json_object_new_uint64(now_realtime_usec()));
+        control_server_broadcast(m->control, ev);
+        json_object_put(ev);
+}
+
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Manager *m = userdata;
         log_info("Received %s, stopping.", strsignal(si->ssi_signo));
@@ -24,7 +72,8 @@ static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si,
 }
 
 static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        (void) manager_reload(userdata);
+        char err[1024];
+        (void) manager_reload(userdata, err, sizeof(err));
         return 0;
 }
 
@@ -56,8 +105,11 @@ int manager_new(Manager **ret) {
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        /* The control socket first: its clients must not see ports half gone. */
+        m->control = control_server_free(m->control);
         for (size_t i = 0; i < m->n_ports; i++)
                 port_free(m->ports[i]);
+        link_map_free(m->link_map);
         free(m->ports);
         config_free(m->config);
         free(m->config_path);
@@ -119,6 +171,14 @@ static int add_port(Manager *m, const PortConfig *pc) {
         r = port_new(m, pc, &p);
         if (r < 0)
                 return log_error_errno(r, "%s: cannot create port: %m", pc->name);
+        /* The lowest slot no other port holds: stable for the port's life (BPF map key). */
+        for (p->slot = 0;; p->slot++) {
+                bool used = false;
+                for (size_t i = 0; i < m->n_ports && !used; i++)
+                        used = m->ports[i]->slot == p->slot;
+                if (!used)
+                        break;
+        }
         r = port_start(p);
         if (r < 0)
                 return r;
@@ -126,19 +186,21 @@ static int add_port(Manager *m, const PortConfig *pc) {
         if (!a)
                 return log_error_errno(ENOMEM, "Out of memory");
         m->ports = a;
-        m->ports[m->n_ports++] = TAKE_PTR(p);
+        m->ports[m->n_ports++] = p;
+        link_map_sync(m, TAKE_PTR(p));
         return 0;
 }
 
 static void remove_port(Manager *m, size_t i) {
+        if (m->link_map)
+                (void) link_map_clear(m->link_map, m->ports[i]->slot);
         port_free(m->ports[i]);
         memmove(&m->ports[i], &m->ports[i + 1], sizeof(Port *) * (m->n_ports - i - 1));
         m->n_ports--;
 }
 
-static int load_config(Manager *m, Config **ret) {
-        char err[1024];
-        int r = config_load(m->config_path, ret, err, sizeof(err));
+static int load_config(Manager *m, Config **ret, char *err, size_t errlen) {
+        int r = config_load(m->config_path, ret, err, errlen);
         if (r < 0)
                 log_error("%s", err);
         return r;
@@ -153,10 +215,13 @@ int manager_load(Manager *m) {
         size_t n;
         int r;
 
-        r = load_config(m, &m->config);
+        char err[1024];
+        r = load_config(m, &m->config, err, sizeof(err));
         if (r < 0)
                 return r;
         apply_globals(m);
+        if (m->config->bpf_link_map)
+                m->link_map = link_map_open(m->config->bpf_link_map);
         r = wanted_ports(m, m->config, &wanted, &n);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up ports: %m");
@@ -165,12 +230,16 @@ int manager_load(Manager *m) {
         free_wanted(wanted, n);
         if (r < 0)
                 return r;
+        r = control_server_new(m, m->control_path ? m->control_path : m->config->control, m->config->control_mode,
+                               m->config->control_group, m->config->admin_group, &m->control);
+        if (r < 0)
+                return r;
         if (m->n_ports == 0)
                 log_warning("%s lists no ports; waiting for a reload", m->config_path);
         return 0;
 }
 
-int manager_reload(Manager *m) {
+int manager_reload(Manager *m, char *err, size_t errlen) {
         Config *c = NULL;
         PortConfig *wanted;
         size_t n;
@@ -178,7 +247,7 @@ int manager_reload(Manager *m) {
 
         (void) sd_notify(0, "RELOADING=1");
         log_info("Reloading %s", m->config_path);
-        r = load_config(m, &c);
+        r = load_config(m, &c, err, errlen);
         if (r < 0) {
                 log_error("Reload failed; keeping the running configuration");
                 (void) sd_notify(0, "READY=1");
@@ -188,6 +257,7 @@ int manager_reload(Manager *m) {
         if (r < 0) {
                 config_free(c);
                 (void) sd_notify(0, "READY=1");
+                snprintf(err, errlen, "cannot set up ports: %s", strerror(-r));
                 return log_error_errno(r, "Reload failed: %m");
         }
 
@@ -208,6 +278,8 @@ int manager_reload(Manager *m) {
                         (void) add_port(m, &wanted[j]);
                 }
         free_wanted(wanted, n);
+        if (strcmp(c->control, m->config->control) != 0 || c->control_mode != m->config->control_mode)
+                log_warning("Control socket settings change at the next start, not on reload");
         config_free(m->config);
         m->config = c;
         apply_globals(m);

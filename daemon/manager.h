@@ -11,7 +11,25 @@
 #include "config.h"
 #include "macro.h"
 
+#include <json-c/json.h>
+
 typedef struct Port Port;
+typedef struct ControlServer ControlServer;
+typedef struct LinkMap LinkMap;
+
+typedef enum PortEvent {
+        EVENT_FRONTEND_CONNECTED,
+        EVENT_FRONTEND_DISCONNECTED,
+        EVENT_BACKEND_CONNECTED,
+        EVENT_BACKEND_DISCONNECTED,
+        EVENT_REPLAY_DONE,
+        EVENT_REPLAY_FAILED,
+        EVENT_INCOMPATIBLE,
+        EVENT_LINK_UP,
+        EVENT_LINK_DOWN,
+        _PORT_EVENT_MAX,
+        _PORT_EVENT_INVALID = -22,
+} PortEvent;
 
 typedef struct Manager {
         sd_event *event;
@@ -23,6 +41,8 @@ typedef struct Manager {
         Config *config;
         Port **ports;
         size_t n_ports;
+        ControlServer *control;
+        LinkMap *link_map;
 } Manager;
 
 int manager_new(Manager **ret);
@@ -31,10 +51,17 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
 /* Loads the config and opens the ports (first start). */
 int manager_load(Manager *m);
-/* SIGHUP: ports added and removed, changed ones restarted; a bad file keeps the old one. */
-int manager_reload(Manager *m);
+/* SIGHUP: ports added and removed, changed ones restarted; a bad file keeps the old one
+ * (and err says why). */
+int manager_reload(Manager *m, char *err, size_t errlen);
 int manager_run(Manager *m);
 
 Port *manager_find_port(Manager *m, const char *name);
 
+/* A port changed: tell the control socket's monitors and the BPF link map. Takes details
+ * (extra fields of the event; may be NULL). */
+void manager_port_event(Manager *m, Port *p, PortEvent e, json_object *details);
+const char *port_event_to_string(PortEvent e);
+
 uint64_t now_usec(void);
+uint64_t now_realtime_usec(void);

@@ -20,7 +20,15 @@ static const char *const backend_state_table[_BACKEND_STATE_MAX] = {
         [BACKEND_PROBING] = "probing",
         [BACKEND_REPLAYING] = "replaying",
         [BACKEND_READY] = "connected",
+        [BACKEND_STOPPING] = "stopping",
 };
+
+static json_object *peer_json(const Connection *c) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "pid", json_object_new_int(c->peer.pid));
+        json_object_object_add(o, "uid", json_object_new_int64(c->peer.uid));
+        return o;
+}
 
 const char *backend_state_to_string(BackendState s) {
         return s >= 0 && s < _BACKEND_STATE_MAX ? backend_state_table[s] : NULL;
@@ -31,6 +39,7 @@ void port_set_error(Port *p, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(p->last_error, sizeof(p->last_error), fmt, ap);
         va_end(ap);
+        p->last_error_usec = now_usec();
 }
 
 static bool peer_allowed(const Port *p, const struct ucred *peer) {
@@ -74,6 +83,7 @@ static void port_attach(Port *p, PortSide side, int fd) {
                 p->stats.frontend_connects++;
                 log_info("%s: front-end connected (pid %d, uid %u)", p->config.name, (int) c->peer.pid,
                          (unsigned) c->peer.uid);
+                manager_port_event(p->manager, p, EVENT_FRONTEND_CONNECTED, peer_json(c));
                 return;
         }
 
@@ -83,6 +93,7 @@ static void port_attach(Port *p, PortSide side, int fd) {
         p->stats.backend_connects++;
         log_info("%s: back-end connected (pid %d, uid %u)", p->config.name, (int) c->peer.pid,
                  (unsigned) c->peer.uid);
+        manager_port_event(p->manager, p, EVENT_BACKEND_CONNECTED, peer_json(c));
         replay_start(p);
 }
 
@@ -208,6 +219,9 @@ void port_connection_lost(Port *p, PortSide side, int error, const char *reason)
                 return;
         log_info("%s: front-end disconnected (%s); closing the back-end so it drops the guest memory",
                  p->config.name, buf);
+        json_object *details = json_object_new_object();
+        json_object_object_add(details, "reason", json_object_new_string(buf));
+        manager_port_event(p->manager, p, EVENT_FRONTEND_DISCONNECTED, details);
         p->frontend = connection_free(p->frontend);
         frontend_items_free(p);
         backend_forget_frontend(p);
@@ -229,11 +243,91 @@ void port_update_link(Port *p) {
         if (up == p->link_up)
                 return;
         p->link_up = up;
+        p->link_generation++;
+        p->link_changed_realtime_usec = now_realtime_usec();
         if (up) {
                 p->stats.last_outage_usec = now - p->link_down_usec;
                 log_info("%s: link up (down for %.3f s)", p->config.name, p->stats.last_outage_usec / 1e6);
+                json_object *details = json_object_new_object();
+                json_object_object_add(details, "outage_usec", json_object_new_uint64(p->stats.last_outage_usec));
+                manager_port_event(p->manager, p, EVENT_LINK_UP, details);
         } else {
                 p->link_down_usec = now;
                 log_info("%s: link down", p->config.name);
+                manager_port_event(p->manager, p, EVENT_LINK_DOWN, NULL);
         }
+}
+
+int port_disconnect(Port *p, PortSide side) {
+        if (side == PORT_FRONTEND) {
+                if (!p->frontend)
+                        return -ENOTCONN;
+                port_connection_lost(p, PORT_FRONTEND, 0, "disconnected by vhostctl");
+                return 0;
+        }
+        if (!p->backend)
+                return -ENOTCONN;
+        if (p->backend_state == BACKEND_STOPPING)
+                return 0;
+        if (backend_stop(p, "disconnected by vhostctl") == 0)
+                port_drop_backend(p, "disconnected by vhostctl");
+        return 0;
+}
+
+static json_object *features_json(uint64_t v, bool protocol) {
+        char names[1024];
+        json_object *o = json_object_new_object(), *a = json_object_new_array();
+
+        json_object_object_add(o, "value", json_object_new_uint64(v));
+        vu_features_to_string(v, protocol, names, sizeof(names));
+        for (char *save = NULL, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                json_object_array_add(a, json_object_new_string(t));
+        json_object_object_add(o, "names", a);
+        return o;
+}
+
+static json_object *side_json(const Port *p, PortSide side) {
+        const SideConfig *sc = side == PORT_FRONTEND ? &p->config.frontend : &p->config.backend;
+        const Connection *c = side == PORT_FRONTEND ? p->frontend : p->backend;
+        json_object *o = c ? peer_json(c) : json_object_new_object();
+
+        json_object_object_add(o, "path", json_object_new_string(sc->path));
+        json_object_object_add(o, "mode", json_object_new_string(side_mode_to_string(sc->mode)));
+        json_object_object_add(o, "connected", json_object_new_boolean(c != NULL));
+        if (side == PORT_BACKEND)
+                json_object_object_add(o, "state", json_object_new_string(backend_state_to_string(p->backend_state)));
+        return o;
+}
+
+json_object *port_to_json(const Port *p) {
+        const Shadow *s = &p->shadow;
+        json_object *o = json_object_new_object(), *c = json_object_new_object();
+        unsigned started = 0;
+
+        for (unsigned i = 0; i < s->n_vrings; i++)
+                started += s->vrings[i].started;
+        json_object_object_add(o, "name", json_object_new_string(p->config.name));
+        json_object_object_add(o, "link", json_object_new_string(p->link_up ? "up" : "down"));
+        json_object_object_add(o, "link_changed_realtime_usec", json_object_new_uint64(p->link_changed_realtime_usec));
+        json_object_object_add(o, "frontend", side_json(p, PORT_FRONTEND));
+        json_object_object_add(o, "backend", side_json(p, PORT_BACKEND));
+        json_object_object_add(o, "features", features_json(s->features_set ? s->features : 0, false));
+        json_object_object_add(o, "protocol_features",
+                               features_json(s->protocol_features_set ? s->protocol_features : 0, true));
+        json_object_object_add(o, "status", json_object_new_int(s->status));
+        json_object_object_add(o, "vrings", json_object_new_int(s->n_vrings));
+        json_object_object_add(o, "vrings_started", json_object_new_int(started));
+        json_object_object_add(o, "memory_regions", json_object_new_int(s->memory.n_regions));
+
+        json_object_object_add(c, "frontend_connects", json_object_new_uint64(p->stats.frontend_connects));
+        json_object_object_add(c, "backend_connects", json_object_new_uint64(p->stats.backend_connects));
+        json_object_object_add(c, "replays_ok", json_object_new_uint64(p->stats.replays_ok));
+        json_object_object_add(c, "replays_failed", json_object_new_uint64(p->stats.replays_failed));
+        json_object_object_add(c, "incompatible", json_object_new_uint64(p->stats.incompatible));
+        json_object_object_add(c, "refused_peers", json_object_new_uint64(p->stats.refused_peers));
+        json_object_object_add(c, "last_replay_usec", json_object_new_uint64(p->stats.last_replay_usec));
+        json_object_object_add(c, "last_outage_usec", json_object_new_uint64(p->stats.last_outage_usec));
+        json_object_object_add(o, "counters", c);
+        json_object_object_add(o, "last_error", p->last_error[0] ? json_object_new_string(p->last_error) : NULL);
+        return o;
 }

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <json-c/json.h>
 #include <systemd/sd-event.h>
 
 #include "config.h"
@@ -20,6 +21,7 @@ typedef enum BackendState {
         BACKEND_PROBING,        /* SET_OWNER, GET_FEATURES, GET_PROTOCOL_FEATURES */
         BACKEND_REPLAYING,      /* the shadow is being replayed, pipelined */
         BACKEND_READY,          /* messages flow through */
+        BACKEND_STOPPING,       /* being stopped cleanly (GET_VRING_BASE) before a disconnect */
         _BACKEND_STATE_MAX,
         _BACKEND_STATE_INVALID = -22,
 } BackendState;
@@ -37,6 +39,7 @@ typedef enum PendingOrigin {
         PENDING_PROBE,
         PENDING_REPLAY,
         PENDING_FRONTEND,
+        PENDING_STOP,
 } PendingOrigin;
 
 /* A request sent to the back-end whose answer is awaited; back-ends answer in order. */
@@ -81,10 +84,17 @@ typedef struct Port {
         unsigned replay_messages;
         sd_event_source *reply_timer;
 
+        unsigned stop_outstanding;      /* GET_VRING_BASE answers awaited before closing */
+        char close_reason[128];         /* why a handler returned -ECANCELED */
+
         bool link_up;
         uint64_t link_down_usec;
+        uint64_t link_changed_realtime_usec;
+        uint64_t link_generation;
+        unsigned slot;                  /* stable index (BPF link map key) */
         PortStats stats;
         char last_error[256];
+        uint64_t last_error_usec;
 } Port;
 
 int port_new(Manager *m, const PortConfig *config, Port **ret);
@@ -107,6 +117,11 @@ void port_update_link(Port *p);
 
 /* Closes the back-end (from vhostctl or a failure). */
 void port_drop_backend(Port *p, const char *reason);
+/* vhostctl disconnect: the back-end is first stopped cleanly (GET_VRING_BASE on every
+ * running ring, so the next one resumes exactly), the front-end is closed at once. */
+int port_disconnect(Port *p, PortSide side);
+/* Everything vhostctl shows of a port. */
+json_object *port_to_json(const Port *p);
 
 const char *backend_state_to_string(BackendState s);
 _printf_(2, 3) void port_set_error(Port *p, const char *fmt, ...);

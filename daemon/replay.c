@@ -20,7 +20,6 @@ void replay_start(Port *p) {
         VuMsg m;
 
         p->backend_state = BACKEND_PROBING;
-        p->last_error[0] = 0;
         /* SET_OWNER first, then the features; the answers drive the rest. */
         vu_msg_init(&m, VU_SET_OWNER, 0);
         if (backend_send(p, &m, PENDING_PROBE, NULL) >= 0)
@@ -52,12 +51,17 @@ static void replay_done(Port *p) {
         shadow_replayed(&p->shadow);
         kicked = kick_rings(p);
         p->backend_state = BACKEND_READY;
-        p->stats.last_replay_usec = took;
 
         if (p->frontend && (p->shadow.features_set || p->shadow.memory_set)) {
                 p->stats.replays_ok++;
+                p->stats.last_replay_usec = took;
                 log_info("%s: replay done in %llu µs (%u messages, %u rings kicked)", p->config.name,
                          (unsigned long long) took, p->replay_messages, kicked);
+                json_object *details = json_object_new_object();
+                json_object_object_add(details, "replay_usec", json_object_new_uint64(took));
+                json_object_object_add(details, "messages", json_object_new_int(p->replay_messages));
+                json_object_object_add(details, "rings_kicked", json_object_new_int(kicked));
+                manager_port_event(p->manager, p, EVENT_REPLAY_DONE, details);
         } else
                 log_info("%s: back-end ready in %llu µs (no device to replay yet)", p->config.name,
                          (unsigned long long) took);
@@ -76,6 +80,11 @@ static int incompatible(Port *p, uint64_t missing, uint64_t missing_pf) {
                 port_set_error(p, "incompatible back-end: lacks protocol features 0x%llx (%s)",
                                (unsigned long long) missing_pf, vu_features_to_string(missing_pf, true, pf, sizeof(pf)));
         log_error("%s: %s; closing it, the front-end stays", p->config.name, p->last_error);
+        json_object *details = json_object_new_object();
+        json_object_object_add(details, "reason", json_object_new_string(p->last_error));
+        json_object_object_add(details, "missing_features", json_object_new_uint64(missing));
+        json_object_object_add(details, "missing_protocol_features", json_object_new_uint64(missing_pf));
+        manager_port_event(p->manager, p, EVENT_INCOMPATIBLE, details);
         return -EPROTO;
 }
 
@@ -157,6 +166,9 @@ int replay_reply(Port *p, const Pending *pd, const VuMsg *m) {
                         port_set_error(p, "incompatible back-end: %llu queue pairs, the front-end uses %u",
                                        (unsigned long long) m->payload.u64, needed);
                         log_error("%s: %s; closing it, the front-end stays", p->config.name, p->last_error);
+                        json_object *details = json_object_new_object();
+                        json_object_object_add(details, "reason", json_object_new_string(p->last_error));
+                        manager_port_event(p->manager, p, EVENT_INCOMPATIBLE, details);
                         return -EPROTO;
                 }
         }

@@ -60,6 +60,9 @@ Config *config_free(Config *c) {
         free(c->ports);
         free(c->path);
         free(c->control);
+        free(c->control_group);
+        free(c->admin_group);
+        free(c->bpf_link_map);
         free(c);
         return NULL;
 }
@@ -214,6 +217,21 @@ static int get_uint(Parser *p, const config_setting_t *group, const char *key, u
         return 0;
 }
 
+static int get_mode(Parser *p, const config_setting_t *group, const char *key, mode_t *ret) {
+        _cleanup_(freep) char *mode = NULL;
+        char *end;
+        int r;
+
+        if ((r = get_string(p, group, key, false, &mode)) < 0 || !mode)
+                return r;
+        unsigned long m = strtoul(mode, &end, 8);
+        if (*mode == 0 || *end || m == 0 || m > 0777)
+                return error_at(p, config_setting_get_member(group, key),
+                                "%s must be an octal mode like \"0660\", not \"%s\"", key, mode);
+        *ret = (mode_t) m;
+        return 0;
+}
+
 static int check_socket_path(Parser *p, const config_setting_t *s, const char *path) {
         if (path[0] != '/')
                 return error_at(p, s, "path '%s' is not absolute", path);
@@ -279,7 +297,6 @@ static int parse_port(Parser *p, const config_setting_t *s, PortConfig *ret) {
                 "name", "frontend", "backend", "socket_mode", "socket_group", "allow_uids",
                 "allow_gids", "features", "protocol_features", NULL
         };
-        _cleanup_(freep) char *mode = NULL;
         int r;
 
         ret->line = config_setting_source_line(s);
@@ -296,16 +313,8 @@ static int parse_port(Parser *p, const config_setting_t *s, PortConfig *ret) {
                 return r;
         if ((r = parse_side(p, s, "backend", &ret->backend)) < 0)
                 return r;
-        if ((r = get_string(p, s, "socket_mode", false, &mode)) < 0)
+        if ((r = get_mode(p, s, "socket_mode", &ret->socket_mode)) < 0)
                 return r;
-        if (mode) {
-                char *end;
-                unsigned long m = strtoul(mode, &end, 8);
-                if (*mode == 0 || *end || m == 0 || m > 0777)
-                        return error_at(p, config_setting_get_member(s, "socket_mode"),
-                                        "socket_mode must be an octal mode like \"0660\", not \"%s\"", mode);
-                ret->socket_mode = (mode_t) m;
-        }
         if ((r = get_string(p, s, "socket_group", false, &ret->socket_group)) < 0)
                 return r;
         if ((r = parse_id_list(p, s, "allow_uids", (uint32_t **) &ret->allow_uids, &ret->n_allow_uids)) < 0)
@@ -323,7 +332,10 @@ static int parse_port(Parser *p, const config_setting_t *s, PortConfig *ret) {
 }
 
 static int parse(Parser *p, config_t *cfg, Config **ret) {
-        static const char *const keys[] = { "control", "reply_timeout_ms", "ports", NULL };
+        static const char *const keys[] = {
+                "control", "control_mode", "control_group", "admin_group", "bpf_link_map",
+                "reply_timeout_ms", "ports", NULL
+        };
         _cleanup_(config_freep) Config *c = calloc(1, sizeof(Config));
         const config_setting_t *root = config_root_setting(cfg), *ports;
         uint64_t v = CONFIG_DEFAULT_REPLY_TIMEOUT_MS;
@@ -339,6 +351,16 @@ static int parse(Parser *p, config_t *cfg, Config **ret) {
                 return -ENOMEM;
         if ((r = check_socket_path(p, config_setting_get_member(root, "control"), c->control)) < 0)
                 return r;
+        c->control_mode = 0660;
+        if ((r = get_mode(p, root, "control_mode", &c->control_mode)) < 0)
+                return r;
+        if ((r = get_string(p, root, "control_group", false, &c->control_group)) < 0 ||
+            (r = get_string(p, root, "admin_group", false, &c->admin_group)) < 0 ||
+            (r = get_string(p, root, "bpf_link_map", false, &c->bpf_link_map)) < 0)
+                return r;
+        if (c->bpf_link_map && c->bpf_link_map[0] != '/')
+                return error_at(p, config_setting_get_member(root, "bpf_link_map"),
+                                "bpf_link_map '%s' is not an absolute path", c->bpf_link_map);
         if ((r = get_uint(p, root, "reply_timeout_ms", 1, 600000, NULL, &v)) < 0)
                 return r;
         c->reply_timeout_ms = (uint32_t) v;

@@ -38,6 +38,10 @@ typedef struct PortConfig {
 typedef struct Config {
         char *path;
         char *control;
+        mode_t control_mode;            /* default 0660 */
+        char *control_group;            /* group of the control socket: may read */
+        char *admin_group;              /* may also disconnect and reload (besides uid 0) */
+        char *bpf_link_map;             /* pinned BPF map with each port's link state */
         uint32_t reply_timeout_ms;
         PortConfig *ports;
         size_t n_ports;

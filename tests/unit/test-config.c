@@ -56,6 +56,9 @@ static void test_full_port(void) {
                 "} );\n");
         const PortConfig *p = &c->ports[0];
         ASSERT_STREQ(c->control, CONFIG_DEFAULT_CONTROL);
+        ASSERT_EQ(c->control_mode, 0660);
+        ASSERT(!c->admin_group);
+        ASSERT(!c->bpf_link_map);
         ASSERT_EQ(c->reply_timeout_ms, 250);
         ASSERT_EQ(p->backend.mode, SIDE_CLIENT);
         ASSERT_EQ(p->backend.reconnect_ms, 50);
@@ -79,6 +82,14 @@ static void test_full_port(void) {
         c = parse_ok("ports = ();");
         ASSERT_EQ(c->n_ports, 0);
         config_free(c);
+
+        c = parse_ok("control_mode = \"0600\"; control_group = \"adm\"; admin_group = \"wheel\";\n"
+                     "bpf_link_map = \"/sys/fs/bpf/vhost-recon/links\";");
+        ASSERT_EQ(c->control_mode, 0600);
+        ASSERT_STREQ(c->control_group, "adm");
+        ASSERT_STREQ(c->admin_group, "wheel");
+        ASSERT_STREQ(c->bpf_link_map, "/sys/fs/bpf/vhost-recon/links");
+        config_free(c);
 }
 
 static void test_errors_name_file_and_line(void) {
@@ -87,6 +98,8 @@ static void test_errors_name_file_and_line(void) {
         parse_bad("reply_timeout_ms = 0;", "between 1 and 600000");
         parse_bad("reply_timeout_ms = \"5\";", "must be an integer");
         parse_bad("control = \"relative\";", "not absolute");
+        parse_bad("control_mode = \"rw\";", "control_mode must be an octal mode");
+        parse_bad("bpf_link_map = \"links\";", "not an absolute path");
         parse_bad("ports = (\n { name = \"a\";\n   frontend = { path = \"/a\"; };\n } );",
                   "test.conf:2: 'backend' is missing");
         parse_bad("ports = ( { name = \"a\";\n frontend = { path = \"/a\"; mode = \"listen\"; };\n"
