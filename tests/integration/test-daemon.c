@@ -30,27 +30,7 @@ static void start_with_device(Port0 *p, const char *extra) {
         daemon_start(&p->d, 2, extra);
         daemon_path(&p->d, 0, false, p->fe_path, sizeof(p->fe_path));
         daemon_path(&p->d, 0, true, p->be_path, sizeof(p->be_path));
-        ASSERT_EQ(backend_peer_open(&p->be, p->be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
-        ASSERT_EQ(backend_peer_serve_until(&p->be, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
-        ASSERT(daemon_log_wait(&p->d, "port0: back-end ready", 2000));
-        ASSERT_EQ(frontend_peer_open(&p->fe, p->fe_path, MEM), 0);
-
-        /* the peers run in one thread: set up from a child so the back-end can serve */
-        pid_t child = fork();
-        ASSERT(child >= 0);
-        if (child == 0) {
-                int r = frontend_peer_setup(&p->fe, 2, 256, NET_TEST_FEATURES);
-                _exit(r < 0 ? 1 : 0);
-        }
-        ASSERT_EQ(backend_peer_serve_until(&p->be, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
-        int status;
-        ASSERT(waitpid(child, &status, 0) == child);
-        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        /* the child's setup used the same fds and memory: record what it negotiated */
-        p->fe.n_rings = 2;
-        p->fe.ring_num = 256;
-        p->fe.features = NET_TEST_FEATURES;
-        p->fe.protocol_features = VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS);
+        ASSERT_EQ(peers_setup_device(p->fe_path, p->be_path, &p->fe, &p->be, 2), 0);
 }
 
 static void finish(Port0 *p) {

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -179,8 +180,10 @@ int frontend_peer_setup(FrontendPeer *f, unsigned n_rings, unsigned ring_num, ui
         f->protocol_features = pf;
         ack = pf & VU_BIT(VU_PF_REPLY_ACK);
         for (unsigned i = 0; i < n_rings; i++) {
-                f->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                f->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (f->kick[i] < 0)
+                        f->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (f->call[i] < 0)
+                        f->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
                 if ((r = set_file(f, VU_SET_VRING_CALL, i, f->call[i])) < 0)
                         return r;
         }
@@ -351,4 +354,37 @@ size_t backend_peer_find(const BackendPeer *b, size_t from, uint32_t request) {
                 if (b->log[i].hdr.request == request)
                         return i;
         return SIZE_MAX;
+}
+
+int peers_setup_device(const char *fe_path, const char *be_path, FrontendPeer *fe, BackendPeer *be,
+                       unsigned n_rings) {
+        int r, status;
+
+        r = backend_peer_open(be, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES);
+        if (r < 0)
+                return r;
+        r = backend_peer_serve_until(be, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS);
+        if (r < 0)
+                return r;
+        r = frontend_peer_open(fe, fe_path, 1u << 20);
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < n_rings; i++) {
+                fe->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                fe->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        }
+        pid_t child = fork();
+        if (child < 0)
+                return -errno;
+        if (child == 0)
+                _exit(frontend_peer_setup(fe, n_rings, 256, NET_TEST_FEATURES) < 0 ? 1 : 0);
+        r = backend_peer_serve_until(be, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS);
+        if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return r < 0 ? r : -EPROTO;
+        /* what the child negotiated, for the caller's records */
+        fe->n_rings = n_rings;
+        fe->ring_num = 256;
+        fe->features = NET_TEST_FEATURES;
+        fe->protocol_features = VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS);
+        return r;
 }

@@ -68,6 +68,12 @@ int backend_peer_serve_until(BackendPeer *b, uint32_t request, uint64_t value, i
 int backend_peer_wait_closed(BackendPeer *b, int timeout_ms);
 size_t backend_peer_find(const BackendPeer *b, size_t from, uint32_t request);
 
+/* Both peers in one process: the back-end connects and answers the probe, the front-end
+ * connects and sets up n_rings rings (from a child process, while the back-end serves),
+ * until DRIVER_OK. The front-end's eventfds and memory are the caller's. */
+int peers_setup_device(const char *fe_path, const char *be_path, FrontendPeer *fe, BackendPeer *be,
+                       unsigned n_rings);
+
 #define NET_TEST_FEATURES (VU_BIT(15) | VU_BIT(28) | VU_BIT(VU_F_PROTOCOL_FEATURES) | VU_BIT(32) | VU_BIT(35))
 #define NET_TEST_PROTOCOL_FEATURES (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS) | \
                                     VU_BIT(VU_PF_LOG_SHMFD) | VU_BIT(VU_PF_CONFIG))
