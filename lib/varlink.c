@@ -119,7 +119,7 @@ void varlink_call_done(VarlinkCall *c) {
 
 static char *serialize(json_object *o, size_t *ret_size) {
         size_t len;
-        const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+        const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
         char *m = s ? malloc(len + 1) : NULL;
         if (m) {
                 memcpy(m, s, len + 1);          /* with its NUL: the Varlink terminator */
