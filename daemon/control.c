@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "build-config.h"
@@ -106,6 +107,7 @@ struct ControlServer {
         sd_event_source *listen;
         gid_t admin_gid;
         bool have_admin_gid;
+        bool from_unit;         /* a socket unit's listener: never unlinked nor stored */
         ControlClient *clients;
         unsigned n_clients;
 };
@@ -479,7 +481,13 @@ int control_server_new(Manager *m, const char *path, mode_t mode, const char *gr
                 s->admin_gid = g->gr_gid;
                 s->have_admin_gid = true;
         }
-        r = listener_open(path, mode, group, &s->fd);
+        const char *from = NULL;
+        s->fd = manager_take_listener(m, path, &from);
+        if (s->fd >= 0) {
+                s->from_unit = strncmp(from, "vr.", 3) != 0;
+                r = 0;
+        } else
+                r = listener_open(path, mode, group, &s->fd);
         if (r < 0) {
                 free(s);
                 if (r == -ESRCH)
@@ -502,12 +510,20 @@ ControlServer *control_server_free(ControlServer *s) {
         while (s->clients)
                 client_free(s->clients);
         sd_event_source_disable_unref(s->listen);
-        if (s->fd >= 0 && s->path)
+        if (s->fd >= 0 && s->path && !s->from_unit && !s->manager->keep_sockets)
                 (void) unlink(s->path);
         safe_close(s->fd);
         free(s->path);
         free(s);
         return NULL;
+}
+
+void control_server_store(ControlServer *s) {
+        if (!s || s->from_unit)
+                return;
+        int fd = s->fd;
+        if (sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=vr.control", &fd, 1) <= 0)
+                log_warning("Cannot put the control socket into the fd store");
 }
 
 void control_server_broadcast(ControlServer *s, json_object *event) {

@@ -20,5 +20,7 @@ typedef struct ControlServer ControlServer;
 int control_server_new(Manager *m, const char *path, mode_t mode, const char *group, const char *admin_group,
                        ControlServer **ret);
 ControlServer *control_server_free(ControlServer *s);
+/* Puts the listening socket into systemd's fd store (a clean restart keeps it). */
+void control_server_store(ControlServer *s);
 /* Sends an event to every client that called Monitor. Does not take `event`. */
 void control_server_broadcast(ControlServer *s, json_object *event);

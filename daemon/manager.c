@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
 #include "control.h"
+#include "fdstore.h"
 #include "link-map.h"
 #include "log.h"
 #include "manager.h"
@@ -50,8 +53,10 @@ static void link_map_sync(Manager *m, Port *p) {
 void manager_port_event(Manager *m, Port *p, PortEvent e, json_object *details) {
         json_object *ev = details ? details : json_object_new_object();
 
-        if (e == EVENT_LINK_UP || e == EVENT_LINK_DOWN)
+        if (e == EVENT_LINK_UP || e == EVENT_LINK_DOWN) {
                 link_map_sync(m, p);
+                manager_update_status(m);
+        }
         if (!m->control) {
                 json_object_put(ev);
                 return;
@@ -64,11 +69,115 @@ void manager_port_event(Manager *m, Port *p, PortEvent e, json_object *details) 
         json_object_put(ev);
 }
 
+#define STOP_GRACE_USEC (3 * 1000000ull)
+
+static void finish_stop(Manager *m) {
+        int kept = fdstore_save(m);
+        if (kept > 0)
+                log_info("%d front-end connections kept in systemd's fd store for the next start", kept);
+        (void) sd_event_exit(m->event, 0);
+}
+
+/* Until every port is quiescent (or the grace time is over): messages in flight finish. */
+static int on_stop_check(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        bool quiet = true;
+
+        for (size_t i = 0; i < m->n_ports && quiet; i++)
+                quiet = port_is_quiescent(m->ports[i]);
+        if (quiet || now_usec() >= m->stop_deadline_usec) {
+                if (!quiet)
+                        log_warning("Stopping with requests still in flight after %llu s",
+                                    (unsigned long long) (STOP_GRACE_USEC / 1000000));
+                finish_stop(m);
+                return 0;
+        }
+        (void) sd_event_source_set_time_relative(s, 10 * 1000);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Manager *m = userdata;
+
+        if (m->stopping)
+                return 0;
+        m->stopping = true;
         log_info("Received %s, stopping.", strsignal(si->ssi_signo));
         (void) sd_notify(0, "STOPPING=1");
-        return sd_event_exit(m->event, 0);
+        for (size_t i = 0; i < m->n_ports; i++)
+                port_stop_listening(m->ports[i]);
+        m->stop_deadline_usec = now_usec() + STOP_GRACE_USEC;
+        if (sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC, 0, 0, on_stop_check, m) < 0)
+                finish_stop(m);
+        return 0;
+}
+
+static void passed_fds_collect(Manager *m) {
+        char **names = NULL;
+        int n = sd_listen_fds_with_names(1, &names);
+
+        if (n <= 0)
+                return;
+        m->passed_fds = calloc(n, sizeof(int));
+        if (!m->passed_fds) {
+                for (int i = 0; i < n; i++)
+                        free(names[i]);
+                free(names);
+                return;
+        }
+        for (int i = 0; i < n; i++) {
+                m->passed_fds[i] = SD_LISTEN_FDS_START + i;
+                (void) fcntl(m->passed_fds[i], F_SETFD, FD_CLOEXEC);
+        }
+        m->passed_names = names;
+        m->n_passed = n;
+}
+
+static void passed_fds_close_rest(Manager *m) {
+        for (size_t i = 0; i < m->n_passed; i++) {
+                if (m->passed_fds[i] >= 0) {
+                        log_warning("systemd passed fd %d (%s), which no configured port uses; closing it",
+                                    m->passed_fds[i], m->passed_names[i] ? m->passed_names[i] : "unnamed");
+                        m->passed_fds[i] = safe_close(m->passed_fds[i]);
+                }
+                free(m->passed_names[i]);
+        }
+        free(m->passed_fds);
+        free(m->passed_names);
+        m->passed_fds = NULL;
+        m->passed_names = NULL;
+        m->n_passed = 0;
+}
+
+int manager_take_listener(Manager *m, const char *path, const char **ret_name) {
+        for (size_t i = 0; i < m->n_passed; i++) {
+                int fd = m->passed_fds[i];
+                if (fd < 0 || sd_is_socket_unix(fd, SOCK_STREAM, 1, path, 0) <= 0)
+                        continue;
+                m->passed_fds[i] = -1;
+                (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+                *ret_name = m->passed_names[i] ? m->passed_names[i] : "unnamed";
+                return fd;
+        }
+        return -1;
+}
+
+int manager_take_passed(Manager *m, const char *name) {
+        for (size_t i = 0; i < m->n_passed; i++)
+                if (m->passed_fds[i] >= 0 && m->passed_names[i] && strcmp(m->passed_names[i], name) == 0) {
+                        int fd = m->passed_fds[i];
+                        m->passed_fds[i] = -1;
+                        return fd;
+                }
+        return -1;
+}
+
+void manager_update_status(Manager *m) {
+        size_t up = 0;
+        for (size_t i = 0; i < m->n_ports; i++)
+                up += m->ports[i]->link_up;
+        (void) sd_notifyf(0, "STATUS=%zu port%s, %zu up", m->n_ports, m->n_ports == 1 ? "" : "s", up);
 }
 
 static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -98,6 +207,9 @@ int manager_new(Manager **ret) {
                 return r;
         /* A peer closing its socket must not kill the daemon. */
         signal(SIGPIPE, SIG_IGN);
+        /* WatchdogSec=: sd-event pings systemd from the loop itself, so a hung loop is caught. */
+        (void) sd_event_set_watchdog(m->event, true);
+        passed_fds_collect(m);
         *ret = TAKE_PTR(m);
         return 0;
 }
@@ -107,6 +219,8 @@ Manager *manager_free(Manager *m) {
                 return NULL;
         /* The control socket first: its clients must not see ports half gone. */
         m->control = control_server_free(m->control);
+        sd_event_source_disable_unref(m->stop_timer);
+        passed_fds_close_rest(m);
         for (size_t i = 0; i < m->n_ports; i++)
                 port_free(m->ports[i]);
         link_map_free(m->link_map);
@@ -234,6 +348,10 @@ int manager_load(Manager *m) {
                                m->config->control_group, m->config->admin_group, &m->control);
         if (r < 0)
                 return r;
+        r = fdstore_restore(m);
+        if (r > 0)
+                log_info("%d ports restored from systemd's fd store", r);
+        passed_fds_close_rest(m);
         if (m->n_ports == 0)
                 log_warning("%s lists no ports; waiting for a reload", m->config_path);
         return 0;
@@ -285,11 +403,13 @@ int manager_reload(Manager *m, char *err, size_t errlen) {
         apply_globals(m);
         log_info("Reloaded: %zu ports", m->n_ports);
         (void) sd_notify(0, "READY=1");
+        manager_update_status(m);
         return 0;
 }
 
 int manager_run(Manager *m) {
-        (void) sd_notifyf(0, "READY=1\nSTATUS=%zu ports", m->n_ports);
+        (void) sd_notify(0, "READY=1");
+        manager_update_status(m);
         log_info("vhost-recond running: %zu ports", m->n_ports);
         return sd_event_loop(m->event);
 }

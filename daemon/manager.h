@@ -43,6 +43,16 @@ typedef struct Manager {
         size_t n_ports;
         ControlServer *control;
         LinkMap *link_map;
+
+        /* fds systemd passed at start: socket units' listeners and the fd store */
+        int *passed_fds;
+        char **passed_names;
+        size_t n_passed;
+
+        bool stopping;                  /* SIGTERM: finishing what is in flight */
+        uint64_t stop_deadline_usec;
+        sd_event_source *stop_timer;
+        bool keep_sockets;              /* the listeners live on in the fd store */
 } Manager;
 
 int manager_new(Manager **ret);
@@ -57,6 +67,14 @@ int manager_reload(Manager *m, char *err, size_t errlen);
 int manager_run(Manager *m);
 
 Port *manager_find_port(Manager *m, const char *name);
+
+/* A listening unix socket that systemd passed (socket unit or fd store) bound to path, or
+ * -1. The caller owns it; *ret_name says where it came from. */
+int manager_take_listener(Manager *m, const char *path, const char **ret_name);
+/* Takes the passed fd of that name (or -1); the caller owns it. */
+int manager_take_passed(Manager *m, const char *name);
+/* Tells systemd the one-line state: "3 ports, 2 up". */
+void manager_update_status(Manager *m);
 
 /* A port changed: tell the control socket's monitors and the BPF link map. Takes details
  * (extra fields of the event; may be NULL). */

@@ -141,7 +141,15 @@ static int open_side(Port *p, PortSide side) {
         if (sc->mode != SIDE_SERVER)
                 return log_error_errno(EOPNOTSUPP, "%s: %s mode \"%s\" is not supported yet", p->config.name,
                                        port_side_to_string(side), side_mode_to_string(sc->mode));
-        r = listener_open(sc->path, p->config.socket_mode, p->config.socket_group, &p->listen_fd[side]);
+        const char *from = NULL;
+        p->listen_fd[side] = manager_take_listener(p->manager, sc->path, &from);
+        if (p->listen_fd[side] >= 0) {
+                /* A socket unit's listener belongs to the unit; one from our fd store is ours. */
+                p->listen_from_unit[side] = strncmp(from, "vr.", 3) != 0;
+                log_info("%s: adopted the listening socket %s from systemd (%s)", p->config.name, sc->path, from);
+                r = 0;
+        } else
+                r = listener_open(sc->path, p->config.socket_mode, p->config.socket_group, &p->listen_fd[side]);
         if (r == -ESRCH)
                 return log_error_errno(EINVAL, "%s: socket_group '%s' does not exist", p->config.name,
                                        p->config.socket_group);
@@ -186,7 +194,7 @@ Port *port_free(Port *p) {
                 sd_event_source_disable_unref(p->listen_source[s]);
                 safe_close(p->listen_fd[s]);
                 const char *path = s == PORT_FRONTEND ? p->config.frontend.path : p->config.backend.path;
-                if (path && p->listen_fd[s] >= 0)
+                if (path && p->listen_fd[s] >= 0 && !p->listen_from_unit[s] && !p->manager->keep_sockets)
                         (void) unlink(path);
         }
         sd_event_source_disable_unref(p->reply_timer);
@@ -194,6 +202,21 @@ Port *port_free(Port *p) {
         port_config_done(&p->config);
         free(p);
         return NULL;
+}
+
+void port_stop_listening(Port *p) {
+        for (int s = 0; s < _PORT_SIDE_MAX; s++)
+                if (p->listen_source[s])
+                        (void) sd_event_source_set_enabled(p->listen_source[s], SD_EVENT_OFF);
+}
+
+static bool connection_idle(const Connection *c) {
+        return !c || (c->reader.have == 0 && !vu_writer_pending(&c->writer) && !c->failed);
+}
+
+bool port_is_quiescent(const Port *p) {
+        return connection_idle(p->frontend) && connection_idle(p->backend) && !p->fe_head && !p->pending_head &&
+               (p->backend_state == BACKEND_ABSENT || p->backend_state == BACKEND_READY);
 }
 
 void port_drop_backend(Port *p, const char *reason) {

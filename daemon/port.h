@@ -69,6 +69,7 @@ typedef struct Port {
 
         int listen_fd[_PORT_SIDE_MAX];
         sd_event_source *listen_source[_PORT_SIDE_MAX];
+        bool listen_from_unit[_PORT_SIDE_MAX]; /* a socket unit's: never unlinked nor stored */
         Connection *frontend, *backend;
 
         BackendState backend_state;
@@ -101,8 +102,12 @@ int port_new(Manager *m, const PortConfig *config, Port **ret);
 Port *port_free(Port *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Port *, port_free);
 
-/* Opens the listening sockets of the sides in server mode. */
+/* Opens (or adopts from systemd) the listening sockets of the sides in server mode. */
 int port_start(Port *p);
+/* Stops accepting new connections (the daemon is stopping). */
+void port_stop_listening(Port *p);
+/* Nothing in flight: no partial message, no queued output, no answer awaited, no replay. */
+bool port_is_quiescent(const Port *p);
 
 /* Called by a connection: a whole message arrived (the handler may take its fds; the
  * rest are closed by the caller). A negative return closes that connection. */
