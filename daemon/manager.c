@@ -330,9 +330,16 @@ int manager_load(Manager *m) {
         int r;
 
         char err[1024];
-        r = load_config(m, &m->config, err, sizeof(err));
-        if (r < 0)
+        r = config_load(m->config_path, &m->config, err, sizeof(err));
+        if (r == -ENOENT && m->n_port_filter > 0) {
+                /* vhost-recon@NAME with no config file at all: default paths for NAME. */
+                log_notice("%s does not exist; serving %s with default paths", m->config_path, m->port_filter[0]);
+                r = config_parse_string("", m->config_path, &m->config, err, sizeof(err));
+        }
+        if (r < 0) {
+                log_error("%s", err);
                 return r;
+        }
         apply_globals(m);
         if (m->config->bpf_link_map)
                 m->link_map = link_map_open(m->config->bpf_link_map);
@@ -410,6 +417,6 @@ int manager_reload(Manager *m, char *err, size_t errlen) {
 int manager_run(Manager *m) {
         (void) sd_notify(0, "READY=1");
         manager_update_status(m);
-        log_info("vhost-recond running: %zu ports", m->n_ports);
+        log_info("vhost-recond running: %zu port%s", m->n_ports, m->n_ports == 1 ? "" : "s");
         return sd_event_loop(m->event);
 }

@@ -89,8 +89,9 @@ dpdk_wait_rx_above() {
 }
 
 dpdk_cleanup() {
+    # Only these: a caller may have other children (a systemd sandbox) to keep.
     for pid in ${FRONTEND_PID:-} ${BACKEND_PID:-} ${DAEMON_PID:-}; do
-        kill -9 "$pid" 2>/dev/null || true
+        kill -9 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
-    wait 2>/dev/null || true
+    return 0
 }
