@@ -357,7 +357,7 @@ int manager_load(Manager *m) {
                 return r;
         r = fdstore_restore(m);
         if (r > 0)
-                log_info("%d ports restored from systemd's fd store", r);
+                log_info("%d port%s restored from systemd's fd store", r, r == 1 ? "" : "s");
         passed_fds_close_rest(m);
         if (m->n_ports == 0)
                 log_warning("%s lists no ports; waiting for a reload", m->config_path);

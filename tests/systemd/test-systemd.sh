@@ -135,6 +135,8 @@ else
     before=$(dpdk_rx "$WORK/frontend.log")
     dpdk_wait_rx_above "$WORK/frontend.log" $((before + 100000)) 30 || fail "traffic did not resume after a switch restart"
     kept=$(sd journalctl --no-pager -u vhost-recon@port0 | grep -o "front-end[a-z -]* kept in the fd store")
+    echo "--- systemctl status vhost-recon@port0, after the restart and a switch restart:"
+    sd systemctl status --no-pager -n 14 vhost-recon@port0 | sed 's/^/    /'
     echo "ok: systemctl restart vhost-recon@port0: pid $main_before -> $main_after, $kept, traffic went on," \
          "no link change; a switch restart afterwards was replayed"
     dpdk_cleanup; FRONTEND_PID= BACKEND_PID=
