@@ -15,8 +15,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 why=$(sandbox_check)
 [ -z "$why" ] || { echo "SKIP: a private systemd cannot run here: $why"; exit 77; }
 
-# Not under /tmp: the units have PrivateTmp=yes, so the service could not see it.
-WORK=$(mktemp -d "$(cd "$BUILD" && pwd)/vr-systemd-XXXXXX")
+# Not under /tmp (the units have PrivateTmp=yes, so the service could not see it), nor in the
+# build tree (which may sit below a directory the service may not enter).
+WORK=$(mktemp -d /var/lib/vr-systemd-XXXXXX)
+chmod 0755 "$WORK"
 NAME=vr-test-$$
 cleanup() {
     dpdk_cleanup
