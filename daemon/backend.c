@@ -15,7 +15,7 @@ static int reply_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
 
         port_set_error(p, "back-end did not answer %s within %u ms", what, p->manager->reply_timeout_ms);
         log_warning("%s: %s; dropping it", p->config.name, p->last_error);
-        backend_lost(p, "reply timeout");
+        port_connection_lost(p, PORT_BACKEND, 0, "reply timeout");
         return 0;
 }
 

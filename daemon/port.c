@@ -134,13 +134,81 @@ int port_new(Manager *m, const PortConfig *config, Port **ret) {
         return 0;
 }
 
+static const SideConfig *side_config(const Port *p, PortSide side) {
+        return side == PORT_FRONTEND ? &p->config.frontend : &p->config.backend;
+}
+
+static void schedule_connect(Port *p, PortSide side, uint32_t delay_ms);
+
+static void try_connect(Port *p, PortSide side) {
+        const SideConfig *sc = side_config(p, side);
+        uint32_t cap = MAX(PORT_RECONNECT_CAP_MS, sc->reconnect_ms);
+        int fd = -1, r;
+
+        if ((side == PORT_FRONTEND ? p->frontend : p->backend) || p->manager->stopping)
+                return;
+        r = unix_connect(sc->path, &fd);
+        if (r < 0) {
+                p->stats.connect_failures++;
+                if (!p->unreachable[side])
+                        log_warning_errno(r, "%s: cannot reach the %s at %s (%m); retrying, at most every %u ms",
+                                          p->config.name, port_side_to_string(side), sc->path, cap);
+                p->unreachable[side] = true;
+                schedule_connect(p, side, MIN(MAX(p->reconnect_delay_ms[side] * 2, sc->reconnect_ms), cap));
+                return;
+        }
+        if (p->unreachable[side])
+                log_info("%s: the %s at %s is reachable again", p->config.name, port_side_to_string(side), sc->path);
+        p->unreachable[side] = false;
+        port_attach(p, side, fd);
+}
+
+static int on_reconnect_frontend(sd_event_source *s, uint64_t usec, void *userdata) {
+        try_connect(userdata, PORT_FRONTEND);
+        return 0;
+}
+
+static int on_reconnect_backend(sd_event_source *s, uint64_t usec, void *userdata) {
+        try_connect(userdata, PORT_BACKEND);
+        return 0;
+}
+
+static void schedule_connect(Port *p, PortSide side, uint32_t delay_ms) {
+        uint64_t usec = (uint64_t) delay_ms * 1000;
+
+        p->reconnect_delay_ms[side] = delay_ms;
+        if (p->reconnect_timer[side]) {
+                (void) sd_event_source_set_time_relative(p->reconnect_timer[side], usec);
+                (void) sd_event_source_set_enabled(p->reconnect_timer[side], SD_EVENT_ONESHOT);
+                return;
+        }
+        if (sd_event_add_time_relative(p->manager->event, &p->reconnect_timer[side], CLOCK_MONOTONIC, usec, 0,
+                                       side == PORT_FRONTEND ? on_reconnect_frontend : on_reconnect_backend, p) < 0)
+                log_error("%s: cannot arm the %s reconnect timer", p->config.name, port_side_to_string(side));
+}
+
+/* Client mode: after a loss, connect again. A connection that lived (a second or more) starts
+ * over at reconnect_ms; one that died at once (a dying listener) backs off like a failure. */
+static void reconnect_after_loss(Port *p, PortSide side, uint64_t connected_usec) {
+        const SideConfig *sc = side_config(p, side);
+
+        if (sc->mode != SIDE_CLIENT || p->manager->stopping)
+                return;
+        uint32_t delay = now_usec() - connected_usec >= 1000000 ? sc->reconnect_ms
+                         : MIN(MAX(p->reconnect_delay_ms[side] * 2, sc->reconnect_ms),
+                               MAX(PORT_RECONNECT_CAP_MS, sc->reconnect_ms));
+        schedule_connect(p, side, delay);
+}
+
 static int open_side(Port *p, PortSide side) {
-        const SideConfig *sc = side == PORT_FRONTEND ? &p->config.frontend : &p->config.backend;
+        const SideConfig *sc = side_config(p, side);
         int r;
 
-        if (sc->mode != SIDE_SERVER)
-                return log_error_errno(EOPNOTSUPP, "%s: %s mode \"%s\" is not supported yet", p->config.name,
-                                       port_side_to_string(side), side_mode_to_string(sc->mode));
+        if (sc->mode == SIDE_CLIENT) {
+                p->reconnect_delay_ms[side] = sc->reconnect_ms;
+                schedule_connect(p, side, 0);
+                return 0;
+        }
         const char *from = NULL;
         p->listen_fd[side] = manager_take_listener(p->manager, sc->path, &from);
         if (p->listen_fd[side] >= 0) {
@@ -168,8 +236,9 @@ int port_start(Port *p) {
                 r = open_side(p, PORT_BACKEND);
         if (r < 0)
                 return r;
-        log_info("%s: front-end socket %s, back-end socket %s", p->config.name, p->config.frontend.path,
-                 p->config.backend.path);
+        log_info("%s: front-end %s %s, back-end %s %s", p->config.name,
+                 p->config.frontend.mode == SIDE_CLIENT ? "connects to" : "socket", p->config.frontend.path,
+                 p->config.backend.mode == SIDE_CLIENT ? "connects to" : "socket", p->config.backend.path);
         return 0;
 }
 
@@ -198,6 +267,8 @@ Port *port_free(Port *p) {
                         (void) unlink(path);
         }
         sd_event_source_disable_unref(p->reply_timer);
+        for (int s = 0; s < _PORT_SIDE_MAX; s++)
+                sd_event_source_disable_unref(p->reconnect_timer[s]);
         shadow_done(&p->shadow);
         port_config_done(&p->config);
         free(p);
@@ -234,7 +305,9 @@ void port_connection_lost(Port *p, PortSide side, int error, const char *reason)
         if (side == PORT_BACKEND) {
                 if (!p->backend)
                         return;
+                uint64_t since = p->backend->connected_usec;
                 backend_lost(p, buf);
+                reconnect_after_loss(p, PORT_BACKEND, since);
                 return;
         }
 
@@ -245,6 +318,7 @@ void port_connection_lost(Port *p, PortSide side, int error, const char *reason)
         json_object *details = json_object_new_object();
         json_object_object_add(details, "reason", json_object_new_string(buf));
         manager_port_event(p->manager, p, EVENT_FRONTEND_DISCONNECTED, details);
+        uint64_t since = p->frontend->connected_usec;
         p->frontend = connection_free(p->frontend);
         frontend_items_free(p);
         backend_forget_frontend(p);
@@ -253,6 +327,7 @@ void port_connection_lost(Port *p, PortSide side, int error, const char *reason)
         if (p->backend)
                 port_drop_backend(p, "front-end left");
         port_update_link(p);
+        reconnect_after_loss(p, PORT_FRONTEND, since);
 }
 
 void port_update_link(Port *p) {
@@ -348,6 +423,7 @@ json_object *port_to_json(const Port *p) {
         json_object_object_add(c, "replays_failed", json_object_new_uint64(p->stats.replays_failed));
         json_object_object_add(c, "incompatible", json_object_new_uint64(p->stats.incompatible));
         json_object_object_add(c, "refused_peers", json_object_new_uint64(p->stats.refused_peers));
+        json_object_object_add(c, "connect_failures", json_object_new_uint64(p->stats.connect_failures));
         json_object_object_add(c, "last_replay_usec", json_object_new_uint64(p->stats.last_replay_usec));
         json_object_object_add(c, "last_outage_usec", json_object_new_uint64(p->stats.last_outage_usec));
         json_object_object_add(o, "counters", c);

@@ -51,6 +51,9 @@ typedef struct Pending {
         FrontendItem *item;     /* PENDING_FRONTEND: the request to answer */
 } Pending;
 
+/* The longest wait between two connects in client mode (unless reconnect_ms is longer). */
+#define PORT_RECONNECT_CAP_MS 5000u
+
 typedef struct PortStats {
         uint64_t frontend_connects;
         uint64_t backend_connects;
@@ -58,6 +61,7 @@ typedef struct PortStats {
         uint64_t replays_failed;
         uint64_t incompatible;
         uint64_t refused_peers;
+        uint64_t connect_failures;      /* client mode: connects that did not reach the peer */
         uint64_t last_replay_usec;      /* back-end connect -> replay acknowledged */
         uint64_t last_outage_usec;      /* link down -> link up */
 } PortStats;
@@ -70,6 +74,11 @@ typedef struct Port {
         int listen_fd[_PORT_SIDE_MAX];
         sd_event_source *listen_source[_PORT_SIDE_MAX];
         bool listen_from_unit[_PORT_SIDE_MAX]; /* a socket unit's: never unlinked nor stored */
+
+        /* mode = "client": vhost-recond connects, and reconnects with a capped backoff */
+        sd_event_source *reconnect_timer[_PORT_SIDE_MAX];
+        uint32_t reconnect_delay_ms[_PORT_SIDE_MAX];
+        bool unreachable[_PORT_SIDE_MAX];      /* said once until it is reachable again */
         Connection *frontend, *backend;
 
         BackendState backend_state;

@@ -280,8 +280,9 @@ static int cmd_status(const char *name) {
         printf("  %-19s %" PRIu64 "\n", "memory regions:", get_u64(p, "memory_regions"));
         printf("  %-19s %" PRIu64 " ok, %" PRIu64 " failed, %" PRIu64 " incompatible\n", "replays:",
                get_u64(c, "replays_ok"), get_u64(c, "replays_failed"), get_u64(c, "incompatible"));
-        printf("  %-19s front-end %" PRIu64 ", back-end %" PRIu64 ", refused %" PRIu64 "\n", "connects:",
-               get_u64(c, "frontend_connects"), get_u64(c, "backend_connects"), get_u64(c, "refused_peers"));
+        printf("  %-19s front-end %" PRIu64 ", back-end %" PRIu64 ", refused %" PRIu64 ", failed %" PRIu64 "\n",
+               "connects:", get_u64(c, "frontend_connects"), get_u64(c, "backend_connects"),
+               get_u64(c, "refused_peers"), get_u64(c, "connect_failures"));
         printf("  %-19s %s\n", "last replay:", fmt_usec(get_u64(c, "last_replay_usec"), t, sizeof(t)));
         printf("  %-19s %s\n", "last outage:", fmt_usec(get_u64(c, "last_outage_usec"), t, sizeof(t)));
         printf("  %-19s %s\n", "last error:", get_str(p, "last_error") ? get_str(p, "last_error") : "-");

@@ -24,6 +24,11 @@ void daemon_path(const Daemon *d, unsigned port, bool backend, char *buf, size_t
 }
 
 void daemon_start(Daemon *d, unsigned n_ports, const char *extra) {
+        daemon_start_modes(d, n_ports, extra, "server", "server", 100);
+}
+
+void daemon_start_modes(Daemon *d, unsigned n_ports, const char *extra, const char *frontend_mode,
+                        const char *backend_mode, unsigned reconnect_ms) {
         memset(d, 0, sizeof(*d));
         strcpy(d->dir, "/tmp/vr-test-XXXXXX");
         ASSERT(mkdtemp(d->dir));
@@ -37,8 +42,10 @@ void daemon_start(Daemon *d, unsigned n_ports, const char *extra) {
                 char fe[128], be[128];
                 daemon_path(d, i, false, fe, sizeof(fe));
                 daemon_path(d, i, true, be, sizeof(be));
-                fprintf(f, "  { name = \"port%u\"; frontend = { path = \"%s\"; }; backend = { path = \"%s\"; }; }%s\n",
-                        i, fe, be, i + 1 < n_ports ? "," : "");
+                fprintf(f, "  { name = \"port%u\";\n"
+                           "    frontend = { path = \"%s\"; mode = \"%s\"; reconnect_ms = %u; };\n"
+                           "    backend = { path = \"%s\"; mode = \"%s\"; reconnect_ms = %u; }; }%s\n",
+                        i, fe, frontend_mode, reconnect_ms, be, backend_mode, reconnect_ms, i + 1 < n_ports ? "," : "");
         }
         fprintf(f, ");\n");
         fclose(f);

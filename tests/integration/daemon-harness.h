@@ -17,6 +17,9 @@ typedef struct Daemon {
 
 /* extra: text added at the top of the config (e.g. "reply_timeout_ms = 300;"). */
 void daemon_start(Daemon *d, unsigned n_ports, const char *extra);
+/* The same with each side's mode ("server" or "client") and reconnect_ms for every port. */
+void daemon_start_modes(Daemon *d, unsigned n_ports, const char *extra, const char *frontend_mode,
+                        const char *backend_mode, unsigned reconnect_ms);
 /* Stops with SIGTERM and returns the exit status (0 expected). */
 int daemon_stop(Daemon *d);
 void daemon_path(const Daemon *d, unsigned port, bool backend, char *buf, size_t size);

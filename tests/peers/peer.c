@@ -43,7 +43,37 @@ int peer_connect(const char *path, int timeout_ms) {
         }
 }
 
-int frontend_peer_open(FrontendPeer *f, const char *path, size_t mem_size) {
+int peer_listen(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd;
+
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(sa.sun_path, path);
+        (void) unlink(path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+int peer_accept(int listen_fd, int timeout_ms) {
+        struct pollfd p = { .fd = listen_fd, .events = POLLIN };
+        int r = poll(&p, 1, timeout_ms);
+        if (r < 0)
+                return -errno;
+        if (r == 0)
+                return -ETIMEDOUT;
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+static int frontend_peer_prepare(FrontendPeer *f, size_t mem_size) {
         memset(f, 0, sizeof(*f));
         for (unsigned i = 0; i < PEER_MAX_RINGS; i++)
                 f->kick[i] = f->call[i] = -1;
@@ -55,8 +85,22 @@ int frontend_peer_open(FrontendPeer *f, const char *path, size_t mem_size) {
                 return -errno;
         f->mem_size = mem_size;
         f->uaddr = (uint64_t) (uintptr_t) f->mem;
+        f->fd = -1;
+        return 0;
+}
+
+int frontend_peer_open(FrontendPeer *f, const char *path, size_t mem_size) {
+        int r = frontend_peer_prepare(f, mem_size);
+        if (r < 0)
+                return r;
         f->fd = peer_connect(path, PEER_TIMEOUT_MS);
         return f->fd < 0 ? f->fd : 0;
+}
+
+int frontend_peer_init_fd(FrontendPeer *f, int fd, size_t mem_size) {
+        int r = frontend_peer_prepare(f, mem_size);
+        f->fd = fd;
+        return r;
 }
 
 void frontend_peer_close(FrontendPeer *f) {
@@ -228,13 +272,17 @@ int frontend_peer_setup(FrontendPeer *f, unsigned n_rings, unsigned ring_num, ui
         return 0;
 }
 
-int backend_peer_open(BackendPeer *b, const char *path, uint64_t features, uint64_t protocol_features) {
+void backend_peer_init_fd(BackendPeer *b, int fd, uint64_t features, uint64_t protocol_features) {
         memset(b, 0, sizeof(*b));
         b->features = features;
         b->protocol_features = protocol_features;
         b->queue_num = 8;
         b->last_mem_fd = -1;
-        b->fd = peer_connect(path, PEER_TIMEOUT_MS);
+        b->fd = fd;
+}
+
+int backend_peer_open(BackendPeer *b, const char *path, uint64_t features, uint64_t protocol_features) {
+        backend_peer_init_fd(b, peer_connect(path, PEER_TIMEOUT_MS), features, protocol_features);
         return b->fd < 0 ? b->fd : 0;
 }
 

@@ -17,6 +17,10 @@
 
 /* Connects to a unix socket, retrying until it exists (up to timeout_ms). */
 int peer_connect(const char *path, int timeout_ms);
+/* A listening socket at path (a peer that only listens, as qemu-storage-daemon does), and
+ * the next connection on it within timeout_ms. */
+int peer_listen(const char *path);
+int peer_accept(int listen_fd, int timeout_ms);
 
 typedef struct FrontendPeer {
         int fd;
@@ -31,6 +35,8 @@ typedef struct FrontendPeer {
 } FrontendPeer;
 
 int frontend_peer_open(FrontendPeer *f, const char *path, size_t mem_size);
+/* The same, on a connection vhost-recond made to the front-end (client mode). */
+int frontend_peer_init_fd(FrontendPeer *f, int fd, size_t mem_size);
 void frontend_peer_close(FrontendPeer *f);
 /* Sends m; when an answer is due (a GET, or NEED_REPLY), waits for it into *ret. */
 int frontend_peer_request(FrontendPeer *f, VuMsg *m, VuMsg *ret);
@@ -59,6 +65,8 @@ typedef struct BackendPeer {
 } BackendPeer;
 
 int backend_peer_open(BackendPeer *b, const char *path, uint64_t features, uint64_t protocol_features);
+/* The same, on a connection vhost-recond made to the back-end (client mode). */
+void backend_peer_init_fd(BackendPeer *b, int fd, uint64_t features, uint64_t protocol_features);
 void backend_peer_close(BackendPeer *b);
 /* Reads one request, records it and answers it. Returns the request, 0 on EOF, or -errno. */
 int backend_peer_serve_one(BackendPeer *b, int timeout_ms);

@@ -3,7 +3,8 @@
 # vhost-recond. The back-end is killed with SIGKILL and started again 3 times; traffic
 # must resume every time, and the front-end must never see its link change.
 set -u
-DAEMON=${1:?usage: $0 PATH-TO-vhost-recond}
+DAEMON=${1:?usage: $0 PATH-TO-vhost-recond [QUEUE-PAIRS]}
+QUEUES=${2:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/dpdk-lib.sh"
 
@@ -42,9 +43,12 @@ if grep -qiE "link state change|is down|Failed to|Unexpected" "$WORK/frontend.lo
 fi
 n=$(grep -c "replay done in" "$WORK/daemon.log")
 [ "$n" -eq 3 ] || fail "expected 3 replays in the daemon log, found $n"
+rings=$((2 * QUEUES))
+n=$(grep -c "$rings rings kicked" "$WORK/daemon.log")
+[ "$n" -eq 3 ] || fail "expected every replay to kick all $rings rings, found $n such replays"
 grep -o "replay done in [0-9]* µs" "$WORK/daemon.log" | sed 's/^/daemon: /'
 kill "$FRONTEND_PID" "$BACKEND_PID"; wait "$FRONTEND_PID" "$BACKEND_PID" 2>/dev/null
 kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; rc=$?
 DAEMON_PID=
 [ "$rc" = 0 ] || fail "vhost-recond exited with status $rc on SIGTERM"
-echo "PASS: 3 back-end SIGKILL restarts, traffic resumed each time, front-end never noticed"
+echo "PASS: $QUEUES queue pair(s), 3 back-end SIGKILL restarts, traffic resumed each time, front-end never noticed"
