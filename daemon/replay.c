@@ -95,6 +95,8 @@ static int replay_run(Port *p) {
         const char *reason = NULL;
         int r;
 
+        log_debug("%s: back-end offers features 0x%llx, protocol features 0x%llx", p->config.name,
+                  (unsigned long long) be->features, (unsigned long long) be->protocol_features);
         shadow_missing(&p->shadow, be->features, be->protocol_features_known ? be->protocol_features : 0,
                        &missing, &missing_pf);
         if (missing || missing_pf)

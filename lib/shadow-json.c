@@ -87,6 +87,15 @@ int shadow_to_json(const Shadow *s, json_object **ret, int *fds, size_t *ret_n_f
                 json_object_array_add(rings, r);
         }
         json_object_object_add(o, "vrings", rings);
+        if (s->inflight_set) {
+                json_object *in = json_object_new_object();
+                json_object_object_add(in, "mmap_size", u64(s->inflight.mmap_size));
+                json_object_object_add(in, "mmap_offset", u64(s->inflight.mmap_offset));
+                json_object_object_add(in, "num_queues", u64(s->inflight.num_queues));
+                json_object_object_add(in, "queue_size", u64(s->inflight.queue_size));
+                json_object_object_add(in, "fd", json_object_new_int(add_fd(s->inflight_fd, fds, &n)));
+                json_object_object_add(o, "inflight", in);
+        }
         json_object_object_add(o, "config", hex(s->config, sizeof(s->config)));
         json_object_object_add(o, "config_written", hex(s->config_written, sizeof(s->config_written)));
 
@@ -234,6 +243,19 @@ static int restore(Shadow *s, json_object *j, const int *fds, size_t n_fds, cons
                 vr->started = json_object_object_get_ex(r, "started", &v) && json_object_get_boolean(v);
                 if ((vr->resume_valid = get_opt_u64(r, "resume", &x)))
                         vr->resume = (uint32_t) x;
+        }
+        if (json_object_object_get_ex(j, "inflight", &v)) {
+                uint64_t nq = 0, qs = 0;
+                if (!get_opt_u64(v, "mmap_size", &s->inflight.mmap_size) ||
+                    !get_opt_u64(v, "mmap_offset", &s->inflight.mmap_offset) ||
+                    !get_opt_u64(v, "num_queues", &nq) || !get_opt_u64(v, "queue_size", &qs))
+                        return fail(ret_reason, "bad inflight region");
+                s->inflight.num_queues = (uint16_t) nq;
+                s->inflight.queue_size = (uint16_t) qs;
+                s->inflight_fd = take_fd(v, "fd", fds, n_fds);
+                if (s->inflight_fd < 0)
+                        return fail(ret_reason, "inflight region without its fd");
+                s->inflight_set = true;
         }
         if (get_hex(j, "config", s->config, sizeof(s->config)) < 0 ||
             get_hex(j, "config_written", s->config_written, sizeof(s->config_written)) < 0)

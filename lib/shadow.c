@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "fd-util.h"
 #include "macro.h"
@@ -22,6 +23,7 @@ static void vring_release(ShadowVring *v) {
 void shadow_init(Shadow *s) {
         memset(s, 0, sizeof(*s));
         guest_memory_init(&s->memory);
+        s->inflight_fd = -1;
 }
 
 static void reset_vrings(Shadow *s) {
@@ -37,6 +39,7 @@ void shadow_reset(Shadow *s) {
 
         reset_vrings(s);
         guest_memory_clear(&s->memory);
+        safe_close(s->inflight_fd);
         shadow_init(s);
         s->backend = backend;
 }
@@ -304,6 +307,29 @@ int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason) {
                         return fail(ret_reason, "out of memory", -ENOMEM);
                 return 0;
 
+        case VU_SET_INFLIGHT_FD: {
+                const VuInflight *in = &m->payload.inflight;
+                if (in->mmap_size == 0 || in->mmap_offset + in->mmap_size < in->mmap_offset ||
+                    in->mmap_offset + in->mmap_size > (uint64_t) SIZE_MAX / 2)
+                        return fail(ret_reason, "absurd inflight region", -EINVAL);
+                /* It must be mappable, as each back-end will map it. */
+                void *p = mmap(NULL, in->mmap_offset + in->mmap_size, PROT_READ, MAP_SHARED, m->fds[0], 0);
+                if (p == MAP_FAILED)
+                        return fail(ret_reason, "inflight fd cannot be mapped", -EINVAL);
+                munmap(p, in->mmap_offset + in->mmap_size);
+                int fd = fcntl(m->fds[0], F_DUPFD_CLOEXEC, 3);
+                if (fd < 0)
+                        return fail(ret_reason, "cannot duplicate fd", -errno);
+                safe_close(s->inflight_fd);
+                s->inflight_fd = fd;
+                s->inflight = *in;
+                s->inflight_set = true;
+                return 0;
+        }
+
+        case VU_GET_INFLIGHT_FD:
+                return 0;
+
         case VU_GET_FEATURES:
         case VU_GET_PROTOCOL_FEATURES:
         case VU_GET_QUEUE_NUM:
@@ -416,6 +442,18 @@ int shadow_answer(Shadow *s, const VuMsg *req, VuMsg *ret_reply) {
                 ret_reply->payload.config.flags = c->flags;
                 memcpy(ret_reply->payload.config.region, s->backend.config + c->offset, c->size);
                 return 1;
+        }
+
+        case VU_GET_INFLIGHT_FD: {
+                /* The region in use, while it fits what is asked (a front-end restarting its device). */
+                const VuInflight *q = &req->payload.inflight;
+                if (!s->inflight_set || q->num_queues != s->inflight.num_queues ||
+                    q->queue_size != s->inflight.queue_size)
+                        return 0;
+                reply_init(ret_reply, req);
+                ret_reply->hdr.size = VU_INFLIGHT_WIRE_SIZE;
+                ret_reply->payload.inflight = s->inflight;
+                return vu_msg_add_fd_dup(ret_reply, s->inflight_fd) < 0 ? -errno : 1;
         }
 
         default:
@@ -580,6 +618,18 @@ int shadow_build_replay(const Shadow *s, uint64_t backend_pf, VuMsgList *ret, co
                                 m->payload.memory.regions[i] = s->memory.regions[i].info;
                                 r = vu_msg_add_fd_dup(m, s->memory.regions[i].fd);
                         }
+                }
+        }
+        /* Before the rings: a back-end checks the region for I/O to resubmit as rings start. */
+        if (r >= 0 && s->inflight_set && pf_negotiated(s, VU_PF_INFLIGHT_SHMFD)) {
+                VuMsg *m = list_add(&l);
+                if (!m)
+                        r = -ENOMEM;
+                else {
+                        vu_msg_init(m, VU_SET_INFLIGHT_FD, 0);
+                        m->hdr.size = VU_INFLIGHT_WIRE_SIZE;
+                        m->payload.inflight = s->inflight;
+                        r = vu_msg_add_fd_dup(m, s->inflight_fd);
                 }
         }
         if (r >= 0 && s->mtu_set && pf_negotiated(s, VU_PF_MTU))

@@ -15,7 +15,7 @@
 #define SHADOW_REPLAYABLE_PROTOCOL_FEATURES                                          \
         (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_RARP) | VU_BIT(VU_PF_REPLY_ACK) |           \
          VU_BIT(VU_PF_MTU) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_RESET_DEVICE) |     \
-         VU_BIT(VU_PF_STATUS))
+         VU_BIT(VU_PF_STATUS) | VU_BIT(VU_PF_INFLIGHT_SHMFD))
 
 /* Device features never offered to a front-end: dirty logging (live migration), an IOMMU
  * (IOTLB messages) and packed rings (resume index not recovered yet). */
@@ -50,6 +50,9 @@ typedef struct Shadow {
         bool memory_set;
         ShadowVring *vrings;            /* grown on demand; n_vrings = highest index used + 1 */
         unsigned n_vrings;
+        bool inflight_set;              /* SET_INFLIGHT_FD: handed to every back-end */
+        VuInflight inflight;
+        int inflight_fd;
         uint8_t config[VU_MAX_CONFIG_SIZE];             /* bytes the front-end wrote */
         uint8_t config_written[VU_MAX_CONFIG_SIZE / 8];
         BackendCache backend;

@@ -365,6 +365,51 @@ static void test_bad_frontend_and_second_frontend(void) {
         finish(&p);
 }
 
+/* INFLIGHT_SHMFD: the region the front-end got from the first back-end is handed to every
+ * later one, before its rings, as the same memory. */
+static void test_inflight_region_to_every_backend(void) {
+        Daemon d;
+        char fe_path[128], be_path[128];
+        FrontendPeer fe;
+        BackendPeer a, b;
+
+        daemon_start(&d, 1, NULL);
+        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
+        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        ASSERT_EQ(backend_peer_open(&a, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(frontend_peer_open(&fe, fe_path, MEM), 0);
+        fe.want_protocol_features |= VU_BIT(VU_PF_INFLIGHT_SHMFD);
+        pid_t child = fork();
+        if (child == 0)
+                _exit(frontend_peer_setup(&fe, 2, 256, NET_TEST_FEATURES) < 0);
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT(backend_peer_find(&a, 0, VU_GET_INFLIGHT_FD) != SIZE_MAX);
+        ASSERT(a.last_inflight_fd >= 0);
+        uint8_t *region = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, a.last_inflight_fd, 0);
+        ASSERT(region != MAP_FAILED);
+        memcpy(region, "in flight at the crash", 23);      /* what back-end A had recorded */
+        munmap(region, 4096);
+        backend_peer_close(&a);
+        ASSERT(daemon_log_wait(&d, "port0: link down", 2000));
+
+        ASSERT_EQ(backend_peer_open(&b, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        size_t at = backend_peer_find(&b, 0, VU_SET_INFLIGHT_FD);
+        ASSERT(at != SIZE_MAX);
+        ASSERT(at < backend_peer_find(&b, 0, VU_SET_VRING_NUM));
+        ASSERT_EQ(b.log[at].n_fds, 1);
+        region = mmap(NULL, 4096, PROT_READ, MAP_SHARED, b.last_inflight_fd, 0);
+        ASSERT(region != MAP_FAILED);
+        ASSERT(memcmp(region, "in flight at the crash", 23) == 0);
+        munmap(region, 4096);
+        backend_peer_close(&b);
+        frontend_peer_close(&fe);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         static const TestCase cases[] = {
@@ -377,6 +422,7 @@ int main(void) {
                 TEST_CASE(test_stuck_backend_dropped_other_port_unaffected),
                 TEST_CASE(test_nacked_replay),
                 TEST_CASE(test_bad_frontend_and_second_frontend),
+                TEST_CASE(test_inflight_region_to_every_backend),
         };
         return run_tests(cases, ELEMENTSOF(cases));
 }

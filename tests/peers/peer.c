@@ -75,6 +75,8 @@ int peer_accept(int listen_fd, int timeout_ms) {
 
 static int frontend_peer_prepare(FrontendPeer *f, size_t mem_size) {
         memset(f, 0, sizeof(*f));
+        f->inflight_fd = -1;
+        f->want_protocol_features = VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS);
         for (unsigned i = 0; i < PEER_MAX_RINGS; i++)
                 f->kick[i] = f->call[i] = -1;
         f->memfd = memfd_create("guest-memory", MFD_CLOEXEC);
@@ -112,6 +114,7 @@ void frontend_peer_close(FrontendPeer *f) {
                 munmap(f->mem, f->mem_size);
         f->mem = NULL;
         f->memfd = safe_close(f->memfd);
+        f->inflight_fd = safe_close(f->inflight_fd);
         f->fd = safe_close(f->fd);
 }
 
@@ -217,7 +220,7 @@ int frontend_peer_setup(FrontendPeer *f, unsigned n_rings, unsigned ring_num, ui
         if (features & VU_BIT(VU_F_PROTOCOL_FEATURES)) {
                 if ((r = request_u64(f, VU_GET_PROTOCOL_FEATURES, &pf)) < 0)
                         return r;
-                pf &= VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS);
+                pf &= f->want_protocol_features;
                 if ((r = set_u64(f, VU_SET_PROTOCOL_FEATURES, pf, false)) < 0)
                         return r;
         }
@@ -238,6 +241,25 @@ int frontend_peer_setup(FrontendPeer *f, unsigned n_rings, unsigned ring_num, ui
             (r = set_u64(f, VU_SET_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
                                            VIRTIO_STATUS_FEATURES_OK, ack)) < 0)
                 return r;
+
+        if (pf & VU_BIT(VU_PF_INFLIGHT_SHMFD)) {
+                /* As QEMU's vhost-user-blk: the back-end allocates, the front-end hands it back. */
+                VuMsg reply;
+                vu_msg_init(&m, VU_GET_INFLIGHT_FD, 0);
+                m.hdr.size = VU_INFLIGHT_WIRE_SIZE;
+                m.payload.inflight = (VuInflight) { .num_queues = n_rings, .queue_size = ring_num };
+                if ((r = frontend_peer_request(f, &m, &reply)) < 0)
+                        return r;
+                f->inflight = reply.payload.inflight;
+                f->inflight_fd = reply.fds[0];
+                vu_msg_init(&m, VU_SET_INFLIGHT_FD, ack ? VU_FLAG_NEED_REPLY : 0);
+                m.hdr.size = VU_INFLIGHT_WIRE_SIZE;
+                m.payload.inflight = f->inflight;
+                m.fds[0] = f->inflight_fd;
+                m.n_fds = 1;
+                if ((r = frontend_peer_request(f, &m, NULL)) < 0)
+                        return r;
+        }
 
         vu_msg_init(&m, VU_SET_MEM_TABLE, ack ? VU_FLAG_NEED_REPLY : 0);
         m.payload.memory.nregions = 1;
@@ -278,6 +300,7 @@ void backend_peer_init_fd(BackendPeer *b, int fd, uint64_t features, uint64_t pr
         b->protocol_features = protocol_features;
         b->queue_num = 8;
         b->last_mem_fd = -1;
+        b->last_inflight_fd = -1;
         b->fd = fd;
 }
 
@@ -289,6 +312,7 @@ int backend_peer_open(BackendPeer *b, const char *path, uint64_t features, uint6
 void backend_peer_close(BackendPeer *b) {
         b->fd = safe_close(b->fd);
         b->last_mem_fd = safe_close(b->last_mem_fd);
+        b->last_inflight_fd = safe_close(b->last_inflight_fd);
         free(b->log);
         b->log = NULL;
         b->n_log = b->allocated = 0;
@@ -339,6 +363,31 @@ int backend_peer_serve_one(BackendPeer *b, int timeout_ms) {
                 r = vu_send_blocking(b->fd, &a);
                 break;
         }
+        case VU_GET_INFLIGHT_FD: {
+                /* libvhost-user's layout is the back-end's business; any region will do here */
+                VuMsg a;
+                int fd = memfd_create("inflight", MFD_CLOEXEC);
+                size_t size = 4096 * (size_t) (m.payload.inflight.num_queues ? m.payload.inflight.num_queues : 1);
+                if (fd < 0 || ftruncate(fd, size) < 0) {
+                        r = -errno;
+                        safe_close(fd);
+                        break;
+                }
+                vu_msg_init(&a, VU_GET_INFLIGHT_FD, VU_FLAG_REPLY);
+                a.hdr.size = VU_INFLIGHT_WIRE_SIZE;
+                a.payload.inflight = (VuInflight) { .mmap_size = size, .mmap_offset = 0,
+                                                    .num_queues = m.payload.inflight.num_queues,
+                                                    .queue_size = m.payload.inflight.queue_size };
+                a.fds[0] = fd;
+                a.n_fds = 1;
+                r = vu_send_blocking(b->fd, &a);
+                close(fd);
+                break;
+        }
+        case VU_SET_INFLIGHT_FD:
+                safe_close(b->last_inflight_fd);
+                b->last_inflight_fd = m.n_fds ? fcntl(m.fds[0], F_DUPFD_CLOEXEC, 3) : -1;
+                break;
         case VU_SET_MEM_TABLE:
                 safe_close(b->last_mem_fd);
                 b->last_mem_fd = m.n_fds ? fcntl(m.fds[0], F_DUPFD_CLOEXEC, 3) : -1;

@@ -32,6 +32,9 @@ typedef struct FrontendPeer {
         unsigned ring_num;
         int kick[PEER_MAX_RINGS], call[PEER_MAX_RINGS];
         uint64_t features, protocol_features;
+        uint64_t want_protocol_features;        /* default: MQ, REPLY_ACK, STATUS */
+        int inflight_fd;                        /* INFLIGHT_SHMFD: the region the back-end gave */
+        VuInflight inflight;
 } FrontendPeer;
 
 int frontend_peer_open(FrontendPeer *f, const char *path, size_t mem_size);
@@ -60,6 +63,7 @@ typedef struct BackendPeer {
         VuMsg *log;                     /* every request received, in order (fds closed) */
         size_t n_log, allocated;
         int last_mem_fd;                /* dup of the newest SET_MEM_TABLE's first fd */
+        int last_inflight_fd;           /* dup of the newest SET_INFLIGHT_FD's fd */
         VuMemRegion last_region;
         uint64_t nack_request;          /* answer a REPLY_ACK with failure for this request */
 } BackendPeer;
@@ -84,4 +88,4 @@ int peers_setup_device(const char *fe_path, const char *be_path, FrontendPeer *f
 
 #define NET_TEST_FEATURES (VU_BIT(15) | VU_BIT(28) | VU_BIT(VU_F_PROTOCOL_FEATURES) | VU_BIT(32) | VU_BIT(35))
 #define NET_TEST_PROTOCOL_FEATURES (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS) | \
-                                    VU_BIT(VU_PF_LOG_SHMFD) | VU_BIT(VU_PF_CONFIG))
+                                    VU_BIT(VU_PF_LOG_SHMFD) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_INFLIGHT_SHMFD))

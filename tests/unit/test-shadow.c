@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fd-util.h"
@@ -503,6 +505,84 @@ static void test_missing_features_and_reset(void) {
         fixture_done(&f);
 }
 
+/* INFLIGHT_SHMFD: the region the front-end set is handed to every back-end, before the rings,
+ * and serves GET_INFLIGHT_FD while no back-end is there. */
+static void test_inflight(void) {
+        Fixture f;
+        VuMsg m, req, reply;
+        VuMsgList l;
+        const char *reason = NULL;
+        const uint64_t pf = DPDK_PF | VU_BIT(VU_PF_INFLIGHT_SHMFD);
+
+        fixture_init(&f, NET_FEATURES, pf);
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, pf);
+        vu_msg_init(&req, VU_GET_INFLIGHT_FD, 0);
+        req.hdr.size = VU_INFLIGHT_WIRE_SIZE;
+        req.payload.inflight = (VuInflight) { .num_queues = 2, .queue_size = 256 };
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 0);        /* only a back-end can allocate it */
+
+        int region = memfd_create("inflight", MFD_CLOEXEC);
+        ASSERT(region >= 0 && ftruncate(region, 8192) == 0);
+        vu_msg_init(&m, VU_SET_INFLIGHT_FD, 0);
+        m.hdr.size = VU_INFLIGHT_WIRE_SIZE;
+        m.payload.inflight = (VuInflight) { .mmap_size = 8192, .mmap_offset = 0, .num_queues = 2, .queue_size = 256 };
+        m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);            /* not mappable */
+        ASSERT(shadow_apply(&f.s, &m, &reason) < 0);
+        ASSERT_STREQ(reason, "inflight fd cannot be mapped");
+        close(m.fds[0]);
+        m.fds[0] = fcntl(region, F_DUPFD_CLOEXEC, 3);
+        m.payload.inflight.mmap_size = 0;
+        ASSERT(shadow_apply(&f.s, &m, &reason) < 0);
+        ASSERT_STREQ(reason, "absurd inflight region");
+        m.payload.inflight.mmap_size = 8192;
+        apply_ok(&f, &m);
+
+        send_u64(&f, VU_SET_FEATURES, NET_FEATURES);
+        send_mem_table(&f);
+        send_state(&f, VU_SET_VRING_NUM, 0, RING_NUM);
+        ASSERT_EQ(shadow_build_replay(&f.s, pf, &l, &reason), 0);
+        size_t at = SIZE_MAX, first_ring = SIZE_MAX;
+        for (size_t i = 0; i < l.n; i++) {
+                if (l.msgs[i].hdr.request == VU_SET_INFLIGHT_FD)
+                        at = i;
+                if (l.msgs[i].hdr.request == VU_SET_VRING_NUM && first_ring == SIZE_MAX)
+                        first_ring = i;
+        }
+        ASSERT(at != SIZE_MAX && at < first_ring);
+        ASSERT_EQ(l.msgs[at].n_fds, 1);
+        ASSERT_EQ(l.msgs[at].payload.inflight.mmap_size, 8192);
+        ASSERT(vu_msg_needs_reply(&l.msgs[at]));
+        vu_msg_list_clear(&l);
+
+        /* answered from the shadow now, with the same region */
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT_EQ(reply.n_fds, 1);
+        ASSERT_EQ(reply.payload.inflight.mmap_size, 8192);
+        struct stat a, b;
+        ASSERT(fstat(reply.fds[0], &a) == 0 && fstat(region, &b) == 0);
+        ASSERT_EQ(a.st_ino, b.st_ino);
+        vu_msg_close_fds(&reply);
+        req.payload.inflight.num_queues = 4;                    /* another layout: a back-end decides */
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 0);
+
+        /* and it survives a restart of the daemon */
+        json_object *j;
+        int fds[SHADOW_MAX_SAVED_FDS];
+        size_t n_fds;
+        Shadow r;
+        ASSERT_EQ(shadow_to_json(&f.s, &j, fds, &n_fds), 0);
+        shadow_init(&r);
+        ASSERT_EQ(shadow_from_json(&r, j, fds, n_fds, &reason), 0);
+        ASSERT(r.inflight_set);
+        ASSERT_EQ(r.inflight.num_queues, 2);
+        ASSERT(fstat(r.inflight_fd, &a) == 0);
+        ASSERT_EQ(a.st_ino, b.st_ino);
+        json_object_put(j);
+        shadow_done(&r);
+        close(region);
+        fixture_done(&f);
+}
+
 /* A restarting daemon picks the shadow up from JSON and fds: the same replay comes out. */
 static void test_json_round_trip(void) {
         Fixture f;
@@ -592,4 +672,5 @@ RUN_TESTS(
         TEST_CASE(test_refusals),
         TEST_CASE(test_missing_features_and_reset),
         TEST_CASE(test_json_round_trip),
+        TEST_CASE(test_inflight),
 )
