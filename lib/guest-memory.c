@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -21,7 +22,8 @@ static void region_release(GuestRegion *g) {
 void guest_memory_clear(GuestMemory *m) {
         for (unsigned i = 0; i < m->n_regions; i++)
                 region_release(&m->regions[i]);
-        m->n_regions = 0;
+        free(m->regions);
+        guest_memory_init(m);
 }
 
 static int fail(const char **ret_reason, const char *reason) {
@@ -77,16 +79,38 @@ static int region_map(GuestRegion *g, const VuMemRegion *r, int fd, const char *
 }
 
 int guest_memory_add(GuestMemory *m, const VuMemRegion *r, int fd, const char **ret_reason) {
-        if (m->n_regions >= VU_MAX_MEM_REGIONS)
+        if (m->n_regions >= GUEST_MEMORY_MAX_SLOTS)
                 return fail(ret_reason, "too many memory regions");
         int k = guest_memory_check_region(m, r, ret_reason);
         if (k < 0)
                 return k;
+        if (m->n_regions == m->allocated) {
+                unsigned n = m->allocated ? m->allocated * 2 : 4;
+                GuestRegion *a = realloc(m->regions, n * sizeof(GuestRegion));
+                if (!a)
+                        return fail(ret_reason, "out of memory");
+                m->regions = a;
+                m->allocated = n;
+        }
         k = region_map(&m->regions[m->n_regions], r, fd, ret_reason);
         if (k < 0)
                 return k;
         m->n_regions++;
         return 0;
+}
+
+int guest_memory_remove(GuestMemory *m, const VuMemRegion *r, const char **ret_reason) {
+        for (unsigned i = 0; i < m->n_regions; i++) {
+                const VuMemRegion *o = &m->regions[i].info;
+                if (o->guest_phys_addr != r->guest_phys_addr || o->memory_size != r->memory_size ||
+                    o->userspace_addr != r->userspace_addr)
+                        continue;
+                region_release(&m->regions[i]);
+                memmove(&m->regions[i], &m->regions[i + 1], (m->n_regions - i - 1) * sizeof(GuestRegion));
+                m->n_regions--;
+                return 0;
+        }
+        return fail(ret_reason, "REM_MEM_REG names a region that was never added");
 }
 
 int guest_memory_set_table(GuestMemory *m, const VuMemTable *t, const int *fds, const char **ret_reason) {

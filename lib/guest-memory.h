@@ -17,9 +17,12 @@ typedef struct GuestRegion {
         size_t map_len;
 } GuestRegion;
 
+/* With CONFIGURE_MEM_SLOTS, regions come one by one (ADD_MEM_REG): QEMU allows 509. */
+#define GUEST_MEMORY_MAX_SLOTS 509u
+
 typedef struct GuestMemory {
-        GuestRegion regions[VU_MAX_MEM_REGIONS];
-        unsigned n_regions;
+        GuestRegion *regions;           /* grown on demand */
+        unsigned n_regions, allocated;
 } GuestMemory;
 
 void guest_memory_init(GuestMemory *m);
@@ -30,6 +33,8 @@ void guest_memory_clear(GuestMemory *m);         /* unmaps and closes everything
 int guest_memory_check_region(const GuestMemory *m, const VuMemRegion *r, const char **ret_reason);
 /* Maps fd (duplicated; the caller keeps its own) and adds the region. */
 int guest_memory_add(GuestMemory *m, const VuMemRegion *r, int fd, const char **ret_reason);
+/* Removes the region matching r's guest address, size and front-end address. */
+int guest_memory_remove(GuestMemory *m, const VuMemRegion *r, const char **ret_reason);
 /* Replaces the whole table; on failure the old table stays. */
 int guest_memory_set_table(GuestMemory *m, const VuMemTable *t, const int *fds, const char **ret_reason);
 

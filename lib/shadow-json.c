@@ -47,6 +47,7 @@ int shadow_to_json(const Shadow *s, json_object **ret, int *fds, size_t *ret_n_f
         add_opt_u64(o, "status", s->status_set, s->status);
         add_opt_u64(o, "mtu", s->mtu_set, s->mtu);
         json_object_object_add(o, "memory_set", json_object_new_boolean(s->memory_set));
+        json_object_object_add(o, "memory_by_slots", json_object_new_boolean(s->memory_by_slots));
         for (unsigned i = 0; i < s->memory.n_regions; i++) {
                 const GuestRegion *g = &s->memory.regions[i];
                 json_object *r = json_object_new_object();
@@ -173,7 +174,7 @@ static int restore(Shadow *s, json_object *j, const int *fds, size_t n_fds, cons
                 s->mtu = x;
 
         if (!json_object_object_get_ex(j, "memory", &a) || !json_object_is_type(a, json_type_array) ||
-            json_object_array_length(a) > VU_MAX_MEM_REGIONS)
+            json_object_array_length(a) > GUEST_MEMORY_MAX_SLOTS)
                 return fail(ret_reason, "bad memory table");
         for (size_t i = 0; i < json_object_array_length(a); i++) {
                 json_object *r = json_object_array_get_idx(a, i);
@@ -192,6 +193,7 @@ static int restore(Shadow *s, json_object *j, const int *fds, size_t n_fds, cons
                         return k;
         }
         s->memory_set = json_object_object_get_ex(j, "memory_set", &v) && json_object_get_boolean(v);
+        s->memory_by_slots = json_object_object_get_ex(j, "memory_by_slots", &v) && json_object_get_boolean(v);
 
         if (!json_object_object_get_ex(j, "vrings", &a) || !json_object_is_type(a, json_type_array) ||
             json_object_array_length(a) > VU_MAX_VRINGS)

@@ -223,6 +223,22 @@ int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason) {
                 if (r < 0)
                         return r;
                 s->memory_set = true;
+                s->memory_by_slots = false;
+                return 0;
+
+        case VU_ADD_MEM_REG:
+                if (s->backend.max_mem_slots_known && s->memory.n_regions >= s->backend.max_mem_slots)
+                        return fail(ret_reason, "more memory regions than the back-end has slots", -EINVAL);
+                r = guest_memory_add(&s->memory, &m->payload.mem_reg.region, m->fds[0], ret_reason);
+                if (r < 0)
+                        return r;
+                s->memory_set = s->memory_by_slots = true;
+                return 0;
+
+        case VU_REM_MEM_REG:
+                return guest_memory_remove(&s->memory, &m->payload.mem_reg.region, ret_reason);
+
+        case VU_GET_MAX_MEM_SLOTS:
                 return 0;
 
         case VU_SET_VRING_NUM: {
@@ -417,6 +433,12 @@ int shadow_answer(Shadow *s, const VuMsg *req, VuMsg *ret_reply) {
                 reply_u64(ret_reply, req, s->backend.queue_num);
                 return 1;
 
+        case VU_GET_MAX_MEM_SLOTS:
+                if (!s->backend.max_mem_slots_known)
+                        return 0;
+                reply_u64(ret_reply, req, s->backend.max_mem_slots);
+                return 1;
+
         case VU_GET_STATUS:
                 reply_u64(ret_reply, req, s->status);
                 return 1;
@@ -605,7 +627,19 @@ int shadow_build_replay(const Shadow *s, uint64_t backend_pf, VuMsgList *ret, co
         }
         if (r >= 0 && s->features_set)
                 r = add_u64(&l, VU_SET_FEATURES, s->features);
-        if (r >= 0 && s->memory_set) {
+        for (unsigned i = 0; r >= 0 && s->memory_set && s->memory_by_slots && i < s->memory.n_regions; i++) {
+                VuMsg *m = list_add(&l);
+                if (!m) {
+                        r = -ENOMEM;
+                        break;
+                }
+                vu_msg_init(m, VU_ADD_MEM_REG, 0);
+                m->hdr.size = sizeof(VuMemRegionMsg);
+                m->payload.mem_reg.padding = 0;
+                m->payload.mem_reg.region = s->memory.regions[i].info;
+                r = vu_msg_add_fd_dup(m, s->memory.regions[i].fd);
+        }
+        if (r >= 0 && s->memory_set && !s->memory_by_slots) {
                 VuMsg *m = list_add(&l);
                 if (!m)
                         r = -ENOMEM;

@@ -15,7 +15,8 @@
 #define SHADOW_REPLAYABLE_PROTOCOL_FEATURES                                          \
         (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_RARP) | VU_BIT(VU_PF_REPLY_ACK) |           \
          VU_BIT(VU_PF_MTU) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_RESET_DEVICE) |     \
-         VU_BIT(VU_PF_STATUS) | VU_BIT(VU_PF_INFLIGHT_SHMFD))
+         VU_BIT(VU_PF_STATUS) | VU_BIT(VU_PF_INFLIGHT_SHMFD) |                        \
+         VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS))
 
 /* Device features never offered to a front-end: dirty logging (live migration), an IOMMU
  * (IOTLB messages) and packed rings (resume index not recovered yet). */
@@ -48,6 +49,7 @@ typedef struct Shadow {
         uint8_t status;
         GuestMemory memory;
         bool memory_set;
+        bool memory_by_slots;           /* the front-end used ADD_MEM_REG: so does the replay */
         ShadowVring *vrings;            /* grown on demand; n_vrings = highest index used + 1 */
         unsigned n_vrings;
         bool inflight_set;              /* SET_INFLIGHT_FD: handed to every back-end */

@@ -410,6 +410,50 @@ static void test_inflight_region_to_every_backend(void) {
         ASSERT_EQ(daemon_stop(&d), 0);
 }
 
+/* CONFIGURE_MEM_SLOTS: a front-end that added its memory region by region gets the same
+ * regions added one by one to every new back-end. */
+static void test_mem_slots_replayed_region_by_region(void) {
+        Daemon d;
+        char fe_path[128], be_path[128];
+        FrontendPeer fe;
+        BackendPeer a, b;
+
+        daemon_start(&d, 1, NULL);
+        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
+        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        ASSERT_EQ(backend_peer_open(&a, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(frontend_peer_open(&fe, fe_path, MEM), 0);
+        fe.want_protocol_features |= VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS);
+        pid_t child = fork();
+        if (child == 0)
+                _exit(frontend_peer_setup(&fe, 2, 256, NET_TEST_FEATURES) < 0);
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT(backend_peer_find(&a, 0, VU_GET_MAX_MEM_SLOTS) != SIZE_MAX);
+        ASSERT_EQ(backend_peer_find(&a, 0, VU_SET_MEM_TABLE), SIZE_MAX);
+        frontend_peer_set_used_idx(&fe, 1, 9);
+        backend_peer_close(&a);
+        ASSERT(daemon_log_wait(&d, "port0: link down", 2000));
+
+        ASSERT_EQ(backend_peer_open(&b, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(backend_peer_find(&b, 0, VU_SET_MEM_TABLE), SIZE_MAX);
+        size_t r0 = backend_peer_find(&b, 0, VU_ADD_MEM_REG);
+        size_t r1 = backend_peer_find(&b, r0 + 1, VU_ADD_MEM_REG);
+        ASSERT(r0 != SIZE_MAX && r1 != SIZE_MAX);
+        ASSERT_EQ(b.log[r0].payload.mem_reg.region.memory_size, MEM / 2);
+        ASSERT_EQ(b.log[r1].payload.mem_reg.region.userspace_addr, fe.uaddr + MEM / 2);
+        ASSERT(r1 < backend_peer_find(&b, 0, VU_SET_VRING_ADDR));
+        /* the used index still comes from guest memory, now across two regions */
+        size_t base = backend_peer_find(&b, backend_peer_find(&b, 0, VU_SET_VRING_BASE) + 1, VU_SET_VRING_BASE);
+        ASSERT_EQ(b.log[base].payload.state.num, 9);
+        backend_peer_close(&b);
+        frontend_peer_close(&fe);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         static const TestCase cases[] = {
@@ -423,6 +467,7 @@ int main(void) {
                 TEST_CASE(test_nacked_replay),
                 TEST_CASE(test_bad_frontend_and_second_frontend),
                 TEST_CASE(test_inflight_region_to_every_backend),
+                TEST_CASE(test_mem_slots_replayed_region_by_region),
         };
         return run_tests(cases, ELEMENTSOF(cases));
 }

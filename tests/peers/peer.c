@@ -261,15 +261,37 @@ int frontend_peer_setup(FrontendPeer *f, unsigned n_rings, unsigned ring_num, ui
                         return r;
         }
 
-        vu_msg_init(&m, VU_SET_MEM_TABLE, ack ? VU_FLAG_NEED_REPLY : 0);
-        m.payload.memory.nregions = 1;
-        m.payload.memory.regions[0] = (VuMemRegion) { .guest_phys_addr = 0, .memory_size = f->mem_size,
-                                                      .userspace_addr = f->uaddr, .mmap_offset = 0 };
-        m.hdr.size = 8 + sizeof(VuMemRegion);
-        m.fds[0] = f->memfd;
-        m.n_fds = 1;
-        if ((r = frontend_peer_request(f, &m, NULL)) < 0)
-                return r;
+        if (pf & VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS)) {
+                /* As QEMU does with CONFIGURE_MEM_SLOTS: slots, then each region on its own
+                 * (two halves here, so that there is more than one). */
+                uint64_t slots;
+                if ((r = request_u64(f, VU_GET_MAX_MEM_SLOTS, &slots)) < 0)
+                        return r;
+                if (slots < 2)
+                        return -ENOSPC;
+                for (unsigned i = 0; i < 2; i++) {
+                        uint64_t half = f->mem_size / 2;
+                        vu_msg_init(&m, VU_ADD_MEM_REG, ack ? VU_FLAG_NEED_REPLY : 0);
+                        m.hdr.size = sizeof(VuMemRegionMsg);
+                        m.payload.mem_reg.region = (VuMemRegion) { .guest_phys_addr = i * half, .memory_size = half,
+                                                                   .userspace_addr = f->uaddr + i * half,
+                                                                   .mmap_offset = i * half };
+                        m.fds[0] = f->memfd;
+                        m.n_fds = 1;
+                        if ((r = frontend_peer_request(f, &m, NULL)) < 0)
+                                return r;
+                }
+        } else {
+                vu_msg_init(&m, VU_SET_MEM_TABLE, ack ? VU_FLAG_NEED_REPLY : 0);
+                m.payload.memory.nregions = 1;
+                m.payload.memory.regions[0] = (VuMemRegion) { .guest_phys_addr = 0, .memory_size = f->mem_size,
+                                                              .userspace_addr = f->uaddr, .mmap_offset = 0 };
+                m.hdr.size = 8 + sizeof(VuMemRegion);
+                m.fds[0] = f->memfd;
+                m.n_fds = 1;
+                if ((r = frontend_peer_request(f, &m, NULL)) < 0)
+                        return r;
+        }
 
         for (unsigned i = 0; i < n_rings; i++) {
                 if ((r = set_state(f, VU_SET_VRING_NUM, i, ring_num)) < 0 ||
@@ -352,6 +374,13 @@ int backend_peer_serve_one(BackendPeer *b, int timeout_ms) {
                 break;
         case VU_GET_STATUS:
                 r = answer(b, &m, 0xf);
+                break;
+        case VU_GET_MAX_MEM_SLOTS:
+                r = answer(b, &m, 32);
+                break;
+        case VU_ADD_MEM_REG:
+                if (b->last_mem_fd < 0)
+                        b->last_mem_fd = fcntl(m.fds[0], F_DUPFD_CLOEXEC, 3);
                 break;
         case VU_SET_PROTOCOL_FEATURES:
                 b->negotiated_pf = m.payload.u64;

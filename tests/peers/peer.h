@@ -88,4 +88,5 @@ int peers_setup_device(const char *fe_path, const char *be_path, FrontendPeer *f
 
 #define NET_TEST_FEATURES (VU_BIT(15) | VU_BIT(28) | VU_BIT(VU_F_PROTOCOL_FEATURES) | VU_BIT(32) | VU_BIT(35))
 #define NET_TEST_PROTOCOL_FEATURES (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS) | \
-                                    VU_BIT(VU_PF_LOG_SHMFD) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_INFLIGHT_SHMFD))
+                                    VU_BIT(VU_PF_LOG_SHMFD) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_INFLIGHT_SHMFD) | \
+                                    VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS))

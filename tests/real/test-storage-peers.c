@@ -90,7 +90,7 @@ static int run(Peer *p) {
         ASSERT_EQ(frontend_peer_open(&fe, fe_path, 1u << 20), 0);
         /* as QEMU's vhost-user-blk does: the inflight region, where the back-end offers it
          * (qemu-storage-daemon 7.2 does not: it offers 0x8f2b) */
-        fe.want_protocol_features |= VU_BIT(VU_PF_INFLIGHT_SHMFD);
+        fe.want_protocol_features |= VU_BIT(VU_PF_INFLIGHT_SHMFD) | VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS);
         ASSERT_EQ(frontend_peer_setup(&fe, 2, 128, ~UINT64_C(0)), 0);
         ASSERT(daemon_log_wait(&d, "port0: link up", 5000));
         fprintf(stderr, "   %s took the setup: features 0x%llx, protocol features 0x%llx%s\n", p->name,

@@ -583,6 +583,86 @@ static void test_inflight(void) {
         fixture_done(&f);
 }
 
+/* CONFIGURE_MEM_SLOTS: regions added and removed one by one are replayed one by one. */
+static void test_mem_slots(void) {
+        Fixture f;
+        VuMsg m, req, reply;
+        VuMsgList l;
+        const char *reason = NULL;
+        const uint64_t pf = DPDK_PF | VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS);
+
+        fixture_init(&f, NET_FEATURES, pf);
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, pf);
+        vu_msg_init(&req, VU_GET_MAX_MEM_SLOTS, 0);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 0);
+        shadow_record_backend(&f.s, VU_GET_MAX_MEM_SLOTS, 3);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT_EQ(reply.payload.u64, 3);
+
+        /* three 256 KiB regions out of the one memfd */
+        for (unsigned i = 0; i < 4; i++) {
+                vu_msg_init(&m, VU_ADD_MEM_REG, 0);
+                m.hdr.size = sizeof(VuMemRegionMsg);
+                m.payload.mem_reg.region = (VuMemRegion) { i * 0x40000, 0x40000, MEM_UADDR + i * 0x40000, i * 0x40000 };
+                ASSERT_EQ(vu_msg_add_fd_dup(&m, f.memfd), 0);
+                if (i < 3)
+                        apply_ok(&f, &m);
+                else {
+                        ASSERT(shadow_apply(&f.s, &m, &reason) < 0);     /* the back-end has 3 slots */
+                        ASSERT_STREQ(reason, "more memory regions than the back-end has slots");
+                        vu_msg_close_fds(&m);
+                }
+        }
+        ASSERT_EQ(f.s.memory.n_regions, 3);
+        ASSERT(guest_memory_translate(&f.s.memory, MEM_UADDR + 0x7fff0, 16) != NULL);
+
+        /* an overlapping region, or removing one never added, is refused */
+        vu_msg_init(&m, VU_ADD_MEM_REG, 0);
+        m.hdr.size = sizeof(VuMemRegionMsg);
+        m.payload.mem_reg.region = (VuMemRegion) { 0x1000000, 0x40000, MEM_UADDR + 0x20000, 0 };
+        ASSERT_EQ(vu_msg_add_fd_dup(&m, f.memfd), 0);
+        shadow_record_backend(&f.s, VU_GET_MAX_MEM_SLOTS, 509);
+        ASSERT(shadow_apply(&f.s, &m, &reason) < 0);
+        ASSERT_CONTAINS(reason, "overlap");
+        vu_msg_close_fds(&m);
+        vu_msg_init(&m, VU_REM_MEM_REG, 0);
+        m.hdr.size = sizeof(VuMemRegionMsg);
+        m.payload.mem_reg.region = (VuMemRegion) { 0x40000, 0x40000, MEM_UADDR + 0x40000, 0x40000 };
+        apply_ok(&f, &m);
+        ASSERT_EQ(f.s.memory.n_regions, 2);
+        ASSERT(guest_memory_translate(&f.s.memory, MEM_UADDR + 0x40000, 16) == NULL);
+        ASSERT(shadow_apply(&f.s, &m, &reason) < 0);
+        ASSERT_STREQ(reason, "REM_MEM_REG names a region that was never added");
+
+        send_u64(&f, VU_SET_FEATURES, NET_FEATURES);
+        ASSERT_EQ(shadow_build_replay(&f.s, pf, &l, &reason), 0);
+        unsigned adds = 0;
+        for (size_t i = 0; i < l.n; i++) {
+                ASSERT(l.msgs[i].hdr.request != VU_SET_MEM_TABLE);
+                if (l.msgs[i].hdr.request == VU_ADD_MEM_REG) {
+                        ASSERT_EQ(l.msgs[i].n_fds, 1);
+                        ASSERT(vu_msg_needs_reply(&l.msgs[i]));
+                        adds++;
+                }
+        }
+        ASSERT_EQ(adds, 2);
+        vu_msg_list_clear(&l);
+
+        /* and after a restart of the daemon, still region by region */
+        json_object *j;
+        int fds[SHADOW_MAX_SAVED_FDS];
+        size_t n_fds;
+        Shadow r;
+        ASSERT_EQ(shadow_to_json(&f.s, &j, fds, &n_fds), 0);
+        shadow_init(&r);
+        ASSERT_EQ(shadow_from_json(&r, j, fds, n_fds, &reason), 0);
+        ASSERT(r.memory_by_slots);
+        ASSERT_EQ(r.memory.n_regions, 2);
+        json_object_put(j);
+        shadow_done(&r);
+        fixture_done(&f);
+}
+
 /* A restarting daemon picks the shadow up from JSON and fds: the same replay comes out. */
 static void test_json_round_trip(void) {
         Fixture f;
@@ -673,4 +753,5 @@ RUN_TESTS(
         TEST_CASE(test_missing_features_and_reset),
         TEST_CASE(test_json_round_trip),
         TEST_CASE(test_inflight),
+        TEST_CASE(test_mem_slots),
 )
