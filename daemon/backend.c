@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "backend-channel.h"
 #include "backend.h"
 #include "frontend.h"
 #include "log.h"
@@ -105,6 +106,23 @@ static int stop_reply(Port *p, const VuMsg *m) {
         return -ECANCELED;      /* closed by connection_io with p->close_reason */
 }
 
+int backend_send_setup(Port *p, const VuMsg *m, PendingOrigin origin, FrontendItem *item) {
+        if (m->hdr.request != VU_SET_BACKEND_REQ_FD)
+                return backend_send(p, m, origin, item);
+
+        int end = -1, r;
+        p->backend_channel = backend_channel_free(p->backend_channel);
+        r = backend_channel_new(p, &end, &p->backend_channel);
+        if (r < 0)
+                return log_warning_errno(r, "%s: cannot set up the back-end's channel: %m", p->config.name);
+        VuMsg copy = *m;
+        copy.fds[0] = end;
+        copy.n_fds = 1;
+        r = backend_send(p, &copy, origin, item);
+        safe_close(end);
+        return r;
+}
+
 int port_backend_message(Port *p, VuMsg *m) {
         Pending *pd = p->pending_head;
         const char *reason = NULL;
@@ -132,6 +150,10 @@ int port_backend_message(Port *p, VuMsg *m) {
                         frontend_relay_reply(p, pd->item, m);
         } else if (pd->origin == PENDING_STOP)
                 r = stop_reply(p, m);
+        else if (pd->origin == PENDING_INTERNAL) {
+                if (pd->ack && m->payload.u64 != 0)
+                        log_warning("%s: back-end refused %s", p->config.name, vu_request_to_string(pd->request));
+        }
         else
                 r = replay_reply(p, pd, m);
         free(pd);
@@ -179,6 +201,7 @@ void backend_lost(Port *p, const char *reason) {
         backend_clear_pending(p);
 
         p->backend = connection_free(p->backend);
+        p->backend_channel = backend_channel_free(p->backend_channel);
         p->backend_state = BACKEND_ABSENT;
         p->backend_owner_sent = false;
         p->stop_outstanding = 0;

@@ -5,6 +5,10 @@
 
 #include "port.h"
 
+/* backend_send(), but a SET_BACKEND_REQ_FD gets a channel of the back-end's own in place of
+ * the front-end's (see backend-channel.h). */
+int backend_send_setup(Port *p, const VuMsg *m, PendingOrigin origin, FrontendItem *item);
+
 /* Sends m to the back-end and, when an answer is due (a GET or NEED_REPLY), records who
  * waits for it. */
 int backend_send(Port *p, const VuMsg *m, PendingOrigin origin, FrontendItem *item);

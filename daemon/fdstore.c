@@ -9,6 +9,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "control.h"
 #include "fdstore.h"
 #include "log.h"
@@ -182,6 +183,16 @@ static int restore_port(Manager *m, unsigned slot, json_object *state) {
                         p->backend_state = BACKEND_READY;
                         p->backend_owner_sent = true;
                         p->backend_protocol_features = get_u64(state, "backend_protocol_features");
+                        /* Its channel's other end went with the old process: a new one. */
+                        if (p->shadow.backend_req_fd >= 0 &&
+                            (p->backend_protocol_features & VU_BIT(VU_PF_BACKEND_REQ))) {
+                                VuMsg set;
+                                vu_msg_init(&set, VU_SET_BACKEND_REQ_FD,
+                                            p->backend_protocol_features & VU_BIT(VU_PF_REPLY_ACK) ? VU_FLAG_NEED_REPLY : 0);
+                                set.fds[0] = p->shadow.backend_req_fd;
+                                set.n_fds = 1;
+                                (void) backend_send_setup(p, &set, PENDING_INTERNAL, NULL);
+                        }
                 }
         }
         stats = json_object_object_get(state, "stats");

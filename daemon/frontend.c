@@ -69,7 +69,7 @@ static int forward(Port *p, FrontendItem *it) {
         if (!it->needs_reply)
                 m->hdr.flags &= ~VU_FLAG_NEED_REPLY;
 
-        r = backend_send(p, m, PENDING_FRONTEND, it->needs_reply ? it : NULL);
+        r = backend_send_setup(p, m, PENDING_FRONTEND, it->needs_reply ? it : NULL);
         if (r < 0)
                 return r;       /* the back-end is closed from its dispatch; the item stays */
         if (!it->needs_reply)

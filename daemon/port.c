@@ -12,6 +12,7 @@
 #include "log.h"
 #include "manager.h"
 #include "port.h"
+#include "backend-channel.h"
 #include "backend.h"
 #include "replay.h"
 
@@ -256,6 +257,7 @@ Port *port_free(Port *p) {
         if (!p)
                 return NULL;
         p->backend = connection_free(p->backend);
+        p->backend_channel = backend_channel_free(p->backend_channel);
         p->frontend = connection_free(p->frontend);
         backend_clear_pending(p);
         frontend_items_free(p);

@@ -40,6 +40,7 @@ typedef enum PendingOrigin {
         PENDING_REPLAY,
         PENDING_FRONTEND,
         PENDING_STOP,
+        PENDING_INTERNAL,       /* the daemon's own request: an ack is only checked */
 } PendingOrigin;
 
 /* A request sent to the back-end whose answer is awaited; back-ends answer in order. */
@@ -80,6 +81,7 @@ typedef struct Port {
         uint32_t reconnect_delay_ms[_PORT_SIDE_MAX];
         bool unreachable[_PORT_SIDE_MAX];      /* said once until it is reachable again */
         Connection *frontend, *backend;
+        struct BackendChannel *backend_channel;        /* BACKEND_REQ relay for the current back-end */
 
         BackendState backend_state;
         uint64_t backend_protocol_features;     /* negotiated with the current back-end */

@@ -127,7 +127,7 @@ static int replay_run(Port *p) {
         p->replay_outstanding = 0;
         for (size_t i = 0; i < l.n && r >= 0; i++) {
                 const VuMsg *m = &l.msgs[i];
-                r = backend_send(p, m, PENDING_REPLAY, NULL);
+                r = backend_send_setup(p, m, PENDING_REPLAY, NULL);
                 if (r >= 0 && (vu_request_has_reply(m->hdr.request) || vu_msg_needs_reply(m)))
                         p->replay_outstanding++;
         }

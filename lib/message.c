@@ -293,6 +293,21 @@ int vu_msg_check_reply(const VuMsg *m, uint32_t request, bool ack, const char **
         return 0;
 }
 
+int vu_msg_check_backend_request(const VuMsg *m, const char **ret_reason) {
+        int r = check_header(m, ret_reason);
+        if (r < 0)
+                return r;
+        if (m->hdr.flags & VU_FLAG_REPLY)
+                return fail(ret_reason, "a reply where a request was expected");
+        if (m->hdr.request != VU_BACKEND_CONFIG_CHANGE_MSG)
+                return fail(ret_reason, "back-end request that needs a feature vhost-recon does not offer");
+        if (m->hdr.size != 0 && m->hdr.size != sizeof(uint64_t))
+                return fail(ret_reason, "payload size must be 0");
+        if (m->n_fds != 0)
+                return fail(ret_reason, "more fds than the request carries");
+        return 0;
+}
+
 static const char *const feature_names[64] = {
         [0] = "CSUM", [1] = "GUEST_CSUM", [2] = "CTRL_GUEST_OFFLOADS", [3] = "MTU",
         [5] = "MAC", [7] = "GUEST_TSO4", [8] = "GUEST_TSO6", [9] = "GUEST_ECN",

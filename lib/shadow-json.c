@@ -88,6 +88,8 @@ int shadow_to_json(const Shadow *s, json_object **ret, int *fds, size_t *ret_n_f
                 json_object_array_add(rings, r);
         }
         json_object_object_add(o, "vrings", rings);
+        if (s->backend_req_fd >= 0)
+                json_object_object_add(o, "backend_req_fd", json_object_new_int(add_fd(s->backend_req_fd, fds, &n)));
         if (s->inflight_set) {
                 json_object *in = json_object_new_object();
                 json_object_object_add(in, "mmap_size", u64(s->inflight.mmap_size));
@@ -245,6 +247,11 @@ static int restore(Shadow *s, json_object *j, const int *fds, size_t n_fds, cons
                 vr->started = json_object_object_get_ex(r, "started", &v) && json_object_get_boolean(v);
                 if ((vr->resume_valid = get_opt_u64(r, "resume", &x)))
                         vr->resume = (uint32_t) x;
+        }
+        if (json_object_object_get_ex(j, "backend_req_fd", &v)) {
+                s->backend_req_fd = take_fd(j, "backend_req_fd", fds, n_fds);
+                if (s->backend_req_fd < 0)
+                        return fail(ret_reason, "back-end channel without its fd");
         }
         if (json_object_object_get_ex(j, "inflight", &v)) {
                 uint64_t nq = 0, qs = 0;

@@ -24,6 +24,7 @@ void shadow_init(Shadow *s) {
         memset(s, 0, sizeof(*s));
         guest_memory_init(&s->memory);
         s->inflight_fd = -1;
+        s->backend_req_fd = -1;
 }
 
 static void reset_vrings(Shadow *s) {
@@ -40,6 +41,7 @@ void shadow_reset(Shadow *s) {
         reset_vrings(s);
         guest_memory_clear(&s->memory);
         safe_close(s->inflight_fd);
+        safe_close(s->backend_req_fd);
         shadow_init(s);
         s->backend = backend;
 }
@@ -346,6 +348,15 @@ int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason) {
         case VU_GET_INFLIGHT_FD:
                 return 0;
 
+        case VU_SET_BACKEND_REQ_FD: {
+                int fd = fcntl(m->fds[0], F_DUPFD_CLOEXEC, 3);
+                if (fd < 0)
+                        return fail(ret_reason, "cannot duplicate fd", -errno);
+                safe_close(s->backend_req_fd);
+                s->backend_req_fd = fd;
+                return 0;
+        }
+
         case VU_GET_FEATURES:
         case VU_GET_PROTOCOL_FEATURES:
         case VU_GET_QUEUE_NUM:
@@ -403,6 +414,10 @@ void shadow_vring_stopped(Shadow *s, unsigned index, uint32_t base) {
         v->started = false;
         v->resume_valid = true;
         v->resume = base;
+}
+
+void shadow_config_changed(Shadow *s) {
+        memset(s->backend.config_known, 0, sizeof(s->backend.config_known));
 }
 
 void shadow_replayed(Shadow *s) {
@@ -627,6 +642,17 @@ int shadow_build_replay(const Shadow *s, uint64_t backend_pf, VuMsgList *ret, co
         }
         if (r >= 0 && s->features_set)
                 r = add_u64(&l, VU_SET_FEATURES, s->features);
+        /* Carries the front-end's channel: the daemon gives each back-end a channel of its own
+         * in its place and relays between the two. */
+        if (r >= 0 && s->backend_req_fd >= 0 && pf_negotiated(s, VU_PF_BACKEND_REQ)) {
+                VuMsg *m = list_add(&l);
+                if (!m)
+                        r = -ENOMEM;
+                else {
+                        vu_msg_init(m, VU_SET_BACKEND_REQ_FD, 0);
+                        r = vu_msg_add_fd_dup(m, s->backend_req_fd);
+                }
+        }
         for (unsigned i = 0; r >= 0 && s->memory_set && s->memory_by_slots && i < s->memory.n_regions; i++) {
                 VuMsg *m = list_add(&l);
                 if (!m) {

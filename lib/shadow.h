@@ -16,7 +16,7 @@
         (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_RARP) | VU_BIT(VU_PF_REPLY_ACK) |           \
          VU_BIT(VU_PF_MTU) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_RESET_DEVICE) |     \
          VU_BIT(VU_PF_STATUS) | VU_BIT(VU_PF_INFLIGHT_SHMFD) |                        \
-         VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS))
+         VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT(VU_PF_BACKEND_REQ))
 
 /* Device features never offered to a front-end: dirty logging (live migration), an IOMMU
  * (IOTLB messages) and packed rings (resume index not recovered yet). */
@@ -52,6 +52,7 @@ typedef struct Shadow {
         bool memory_by_slots;           /* the front-end used ADD_MEM_REG: so does the replay */
         ShadowVring *vrings;            /* grown on demand; n_vrings = highest index used + 1 */
         unsigned n_vrings;
+        int backend_req_fd;             /* SET_BACKEND_REQ_FD: the front-end's end of its channel */
         bool inflight_set;              /* SET_INFLIGHT_FD: handed to every back-end */
         VuInflight inflight;
         int inflight_fd;
@@ -114,6 +115,9 @@ int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *re
  * With REPLY_ACK every request asks for an ack; without, a GET_FEATURES closes the list
  * as a barrier. */
 int shadow_build_replay(const Shadow *s, uint64_t backend_pf, VuMsgList *ret, const char **ret_reason);
+
+/* A back-end said its config changed (CONFIG_CHANGE_MSG): the cached bytes are stale. */
+void shadow_config_changed(Shadow *s);
 
 /* Marks a ring stopped at `base` (GET_VRING_BASE answered). */
 void shadow_vring_stopped(Shadow *s, unsigned index, uint32_t base);

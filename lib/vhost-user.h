@@ -54,6 +54,17 @@ typedef enum VuRequest {
         _VU_REQUEST_INVALID = -22,
 } VuRequest;
 
+/* Requests a back-end sends on its BACKEND_REQ channel. */
+typedef enum VuBackendRequest {
+        VU_BACKEND_IOTLB_MSG = 1,
+        VU_BACKEND_CONFIG_CHANGE_MSG = 2,
+        VU_BACKEND_VRING_HOST_NOTIFIER_MSG = 3,
+        VU_BACKEND_VRING_CALL = 4,
+        VU_BACKEND_VRING_ERR = 5,
+        _VU_BACKEND_REQUEST_MAX,
+        _VU_BACKEND_REQUEST_INVALID = -22,
+} VuBackendRequest;
+
 /* Header flags. */
 #define VU_VERSION              0x1u
 #define VU_VERSION_MASK         0x3u
@@ -213,6 +224,10 @@ int vu_msg_check_request(const VuMsg *m, const char **ret_reason);
 /* Validate a back-end's reply to `request`: REPLY flag, matching request, payload size and
  * fds. `ack` says the reply is a REPLY_ACK (u64) rather than the request's own answer. */
 int vu_msg_check_reply(const VuMsg *m, uint32_t request, bool ack, const char **ret_reason);
+
+/* Validate a request a back-end sends on its channel. Only CONFIG_CHANGE_MSG can come from a
+ * back-end vhost-recon negotiated with (the others need features it never offers). */
+int vu_msg_check_backend_request(const VuMsg *m, const char **ret_reason);
 
 const char *vu_feature_to_string(unsigned bit);
 const char *vu_protocol_feature_to_string(unsigned bit);

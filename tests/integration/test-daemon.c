@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon-harness.h"
+#include "io.h"
 #include "macro.h"
 #include "peer.h"
 #include "tests.h"
@@ -454,6 +456,79 @@ static void test_mem_slots_replayed_region_by_region(void) {
         ASSERT_EQ(daemon_stop(&d), 0);
 }
 
+/* BACKEND_REQ: each back-end gets a channel of its own, relayed whole to the front-end's; a
+ * back-end dying mid-message leaves nothing on the front-end's channel. */
+static void test_backend_channel_relayed(void) {
+        Daemon d;
+        char fe_path[128], be_path[128];
+        FrontendPeer fe;
+        BackendPeer a, b;
+        VuMsg m;
+        const char *reason;
+
+        daemon_start(&d, 1, NULL);
+        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
+        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        ASSERT_EQ(backend_peer_open(&a, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(frontend_peer_open(&fe, fe_path, MEM), 0);
+        fe.want_protocol_features |= VU_BIT(VU_PF_BACKEND_REQ);
+        int pair[2];
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+        fe.backend_req_fd = pair[0];
+        fe.backend_req_send = pair[1];
+        pid_t child = fork();
+        if (child == 0)
+                _exit(frontend_peer_setup(&fe, 2, 256, NET_TEST_FEATURES) < 0);
+        close(pair[1]);
+        fe.backend_req_send = -1;
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT(a.backend_req_fd >= 0);
+
+        /* A's config changes: the front-end hears it on its own channel, and A gets the ack */
+        vu_msg_init(&m, (VuRequest) VU_BACKEND_CONFIG_CHANGE_MSG, VU_FLAG_NEED_REPLY);
+        ASSERT_EQ(vu_send_blocking(a.backend_req_fd, &m), 0);
+        ASSERT_EQ(vu_recv_blocking(fe.backend_req_fd, &m, PEER_TIMEOUT_MS, &reason), 0);
+        ASSERT_EQ(m.hdr.request, VU_BACKEND_CONFIG_CHANGE_MSG);
+        ASSERT(vu_msg_needs_reply(&m));
+        vu_msg_init_u64(&m, (VuRequest) VU_BACKEND_CONFIG_CHANGE_MSG, 0);
+        m.hdr.flags |= VU_FLAG_REPLY;
+        ASSERT_EQ(vu_send_blocking(fe.backend_req_fd, &m), 0);
+        ASSERT_EQ(vu_recv_blocking(a.backend_req_fd, &m, PEER_TIMEOUT_MS, &reason), 0);
+        ASSERT(vu_msg_is_reply(&m));
+        ASSERT_EQ(m.payload.u64, 0);
+        ASSERT(daemon_log_wait(&d, "back-end says its config changed", 2000));
+
+        /* A dies in the middle of its next request */
+        ASSERT_EQ(write(a.backend_req_fd, "\x02\x00\x00\x00\x01", 5), 5);
+        backend_peer_close(&a);
+        ASSERT(daemon_log_wait(&d, "port0: link down", 2000));
+
+        ASSERT_EQ(backend_peer_open(&b, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        ASSERT(backend_peer_find(&b, 0, VU_SET_BACKEND_REQ_FD) != SIZE_MAX);
+        ASSERT(b.backend_req_fd >= 0);
+        vu_msg_init(&m, (VuRequest) VU_BACKEND_CONFIG_CHANGE_MSG, 0);
+        ASSERT_EQ(vu_send_blocking(b.backend_req_fd, &m), 0);
+        /* the front-end reads B's whole message: nothing of A's half */
+        ASSERT_EQ(vu_recv_blocking(fe.backend_req_fd, &m, PEER_TIMEOUT_MS, &reason), 0);
+        ASSERT_EQ(m.hdr.request, VU_BACKEND_CONFIG_CHANGE_MSG);
+        ASSERT_EQ(m.hdr.flags, VU_VERSION);
+
+        /* a request needing a feature never offered closes that channel, not the port */
+        vu_msg_init(&m, (VuRequest) VU_BACKEND_VRING_HOST_NOTIFIER_MSG, 0);
+        ASSERT_EQ(vu_send_blocking(b.backend_req_fd, &m), 0);
+        ASSERT(daemon_log_wait(&d, "back-end channel closed: back-end request that needs a feature", 2000));
+        VuMsg g, r;
+        vu_msg_init(&g, VU_GET_FEATURES, 0);
+        ASSERT_EQ(frontend_peer_request(&fe, &g, &r), 0);
+        backend_peer_close(&b);
+        frontend_peer_close(&fe);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         static const TestCase cases[] = {
@@ -468,6 +543,7 @@ int main(void) {
                 TEST_CASE(test_bad_frontend_and_second_frontend),
                 TEST_CASE(test_inflight_region_to_every_backend),
                 TEST_CASE(test_mem_slots_replayed_region_by_region),
+                TEST_CASE(test_backend_channel_relayed),
         };
         return run_tests(cases, ELEMENTSOF(cases));
 }

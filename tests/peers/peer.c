@@ -76,6 +76,8 @@ int peer_accept(int listen_fd, int timeout_ms) {
 static int frontend_peer_prepare(FrontendPeer *f, size_t mem_size) {
         memset(f, 0, sizeof(*f));
         f->inflight_fd = -1;
+        f->backend_req_fd = -1;
+        f->backend_req_send = -1;
         f->want_protocol_features = VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS);
         for (unsigned i = 0; i < PEER_MAX_RINGS; i++)
                 f->kick[i] = f->call[i] = -1;
@@ -115,6 +117,7 @@ void frontend_peer_close(FrontendPeer *f) {
         f->mem = NULL;
         f->memfd = safe_close(f->memfd);
         f->inflight_fd = safe_close(f->inflight_fd);
+        f->backend_req_fd = safe_close(f->backend_req_fd);
         f->fd = safe_close(f->fd);
 }
 
@@ -242,6 +245,23 @@ int frontend_peer_setup(FrontendPeer *f, unsigned n_rings, unsigned ring_num, ui
                                            VIRTIO_STATUS_FEATURES_OK, ack)) < 0)
                 return r;
 
+        if (pf & VU_BIT(VU_PF_BACKEND_REQ)) {
+                /* As QEMU: a socketpair, one end for the back-end's requests. */
+                int pair[2] = { f->backend_req_fd, f->backend_req_send };
+                if (pair[1] < 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0)
+                        return -errno;
+                f->backend_req_send = -1;
+                vu_msg_init(&m, VU_SET_BACKEND_REQ_FD, ack ? VU_FLAG_NEED_REPLY : 0);
+                m.fds[0] = pair[1];
+                m.n_fds = 1;
+                r = frontend_peer_request(f, &m, NULL);
+                close(pair[1]);
+                if (r < 0) {
+                        close(pair[0]);
+                        return r;
+                }
+                f->backend_req_fd = pair[0];
+        }
         if (pf & VU_BIT(VU_PF_INFLIGHT_SHMFD)) {
                 /* As QEMU's vhost-user-blk: the back-end allocates, the front-end hands it back. */
                 VuMsg reply;
@@ -323,6 +343,7 @@ void backend_peer_init_fd(BackendPeer *b, int fd, uint64_t features, uint64_t pr
         b->queue_num = 8;
         b->last_mem_fd = -1;
         b->last_inflight_fd = -1;
+        b->backend_req_fd = -1;
         b->fd = fd;
 }
 
@@ -335,6 +356,7 @@ void backend_peer_close(BackendPeer *b) {
         b->fd = safe_close(b->fd);
         b->last_mem_fd = safe_close(b->last_mem_fd);
         b->last_inflight_fd = safe_close(b->last_inflight_fd);
+        b->backend_req_fd = safe_close(b->backend_req_fd);
         free(b->log);
         b->log = NULL;
         b->n_log = b->allocated = 0;
@@ -413,6 +435,10 @@ int backend_peer_serve_one(BackendPeer *b, int timeout_ms) {
                 close(fd);
                 break;
         }
+        case VU_SET_BACKEND_REQ_FD:
+                safe_close(b->backend_req_fd);
+                b->backend_req_fd = fcntl(m.fds[0], F_DUPFD_CLOEXEC, 3);
+                break;
         case VU_SET_INFLIGHT_FD:
                 safe_close(b->last_inflight_fd);
                 b->last_inflight_fd = m.n_fds ? fcntl(m.fds[0], F_DUPFD_CLOEXEC, 3) : -1;

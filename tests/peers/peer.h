@@ -34,6 +34,8 @@ typedef struct FrontendPeer {
         uint64_t features, protocol_features;
         uint64_t want_protocol_features;        /* default: MQ, REPLY_ACK, STATUS */
         int inflight_fd;                        /* INFLIGHT_SHMFD: the region the back-end gave */
+        int backend_req_fd;                     /* BACKEND_REQ: our end of the channel */
+        int backend_req_send;                   /* the end to hand over (-1: made by setup) */
         VuInflight inflight;
 } FrontendPeer;
 
@@ -64,6 +66,7 @@ typedef struct BackendPeer {
         size_t n_log, allocated;
         int last_mem_fd;                /* dup of the newest SET_MEM_TABLE's first fd */
         int last_inflight_fd;           /* dup of the newest SET_INFLIGHT_FD's fd */
+        int backend_req_fd;             /* the channel SET_BACKEND_REQ_FD gave, to send requests on */
         VuMemRegion last_region;
         uint64_t nack_request;          /* answer a REPLY_ACK with failure for this request */
 } BackendPeer;
@@ -89,4 +92,4 @@ int peers_setup_device(const char *fe_path, const char *be_path, FrontendPeer *f
 #define NET_TEST_FEATURES (VU_BIT(15) | VU_BIT(28) | VU_BIT(VU_F_PROTOCOL_FEATURES) | VU_BIT(32) | VU_BIT(35))
 #define NET_TEST_PROTOCOL_FEATURES (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS) | \
                                     VU_BIT(VU_PF_LOG_SHMFD) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_INFLIGHT_SHMFD) | \
-                                    VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS))
+                                    VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT(VU_PF_BACKEND_REQ))

@@ -371,6 +371,26 @@ static void test_writer_queues(void) {
         close(sp[1]);
 }
 
+static void test_backend_requests(void) {
+        VuMsg m;
+        const char *reason = NULL;
+
+        vu_msg_init(&m, (VuRequest) VU_BACKEND_CONFIG_CHANGE_MSG, VU_FLAG_NEED_REPLY);
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), 0);
+        m.hdr.request = VU_BACKEND_IOTLB_MSG;
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), -EBADMSG);
+        ASSERT_CONTAINS(reason, "does not offer");
+        m.hdr.request = VU_BACKEND_CONFIG_CHANGE_MSG;
+        m.hdr.size = 4;
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), -EBADMSG);
+        m.hdr.size = 0;
+        m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), -EBADMSG);
+        vu_msg_close_fds(&m);
+        m.hdr.flags |= VU_FLAG_REPLY;
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), -EBADMSG);
+}
+
 static void test_names(void) {
         char buf[128];
         ASSERT_STREQ(vu_request_to_string(VU_SET_VRING_KICK), "SET_VRING_KICK");
@@ -389,5 +409,6 @@ RUN_TESTS(
         TEST_CASE(test_reader_partial),
         TEST_CASE(test_reader_refuses),
         TEST_CASE(test_writer_queues),
+        TEST_CASE(test_backend_requests),
         TEST_CASE(test_names),
 )
