@@ -28,7 +28,7 @@ static int store(const char *name, int fd) {
 
 static int store_port(Port *p) {
         char name[64];
-        json_object *state, *shadow, *stats;
+        json_object *state, *shadow;
         int fds[SHADOW_MAX_SAVED_FDS];
         size_t n_fds = 0;
         bool keep_backend;
@@ -60,16 +60,7 @@ static int store_port(Port *p) {
         json_object_object_add(state, "link_changed_realtime_usec", json_object_new_uint64(p->link_changed_realtime_usec));
         json_object_object_add(state, "link_down_usec", json_object_new_uint64(p->link_down_usec));
         json_object_object_add(state, "last_error", json_object_new_string(p->last_error));
-        stats = json_object_new_object();
-        json_object_object_add(stats, "frontend_connects", json_object_new_uint64(p->stats.frontend_connects));
-        json_object_object_add(stats, "backend_connects", json_object_new_uint64(p->stats.backend_connects));
-        json_object_object_add(stats, "replays_ok", json_object_new_uint64(p->stats.replays_ok));
-        json_object_object_add(stats, "replays_failed", json_object_new_uint64(p->stats.replays_failed));
-        json_object_object_add(stats, "incompatible", json_object_new_uint64(p->stats.incompatible));
-        json_object_object_add(stats, "refused_peers", json_object_new_uint64(p->stats.refused_peers));
-        json_object_object_add(stats, "last_replay_usec", json_object_new_uint64(p->stats.last_replay_usec));
-        json_object_object_add(stats, "last_outage_usec", json_object_new_uint64(p->stats.last_outage_usec));
-        json_object_object_add(state, "stats", stats);
+        json_object_object_add(state, "stats", port_stats_to_json(&p->stats));
 
         size_t len;
         const char *text = json_object_to_json_string_length(state, JSON_C_TO_STRING_PLAIN, &len);
@@ -143,7 +134,7 @@ static uint64_t get_u64(json_object *o, const char *key) {
 
 static int restore_port(Manager *m, unsigned slot, json_object *state) {
         char name[64];
-        json_object *v, *stats;
+        json_object *v;
         const char *reason = NULL;
         int fds[SHADOW_MAX_SAVED_FDS], fe, be, n_fds, r;
 
@@ -195,15 +186,7 @@ static int restore_port(Manager *m, unsigned slot, json_object *state) {
                         }
                 }
         }
-        stats = json_object_object_get(state, "stats");
-        p->stats.frontend_connects = get_u64(stats, "frontend_connects");
-        p->stats.backend_connects = get_u64(stats, "backend_connects");
-        p->stats.replays_ok = get_u64(stats, "replays_ok");
-        p->stats.replays_failed = get_u64(stats, "replays_failed");
-        p->stats.incompatible = get_u64(stats, "incompatible");
-        p->stats.refused_peers = get_u64(stats, "refused_peers");
-        p->stats.last_replay_usec = get_u64(stats, "last_replay_usec");
-        p->stats.last_outage_usec = get_u64(stats, "last_outage_usec");
+        port_stats_from_json(&p->stats, json_object_object_get(state, "stats"));
         p->link_up = json_object_object_get_ex(state, "link_up", &v) && json_object_get_boolean(v);
         p->link_generation = get_u64(state, "link_generation");
         p->link_changed_realtime_usec = get_u64(state, "link_changed_realtime_usec");

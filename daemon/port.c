@@ -399,9 +399,29 @@ static json_object *side_json(const Port *p, PortSide side) {
         return o;
 }
 
+#define STATS_FIELDS(X)                                                                 \
+        X(frontend_connects) X(backend_connects) X(replays_ok) X(replays_failed)        \
+        X(incompatible) X(refused_peers) X(connect_failures) X(last_replay_usec)        \
+        X(last_outage_usec)
+
+json_object *port_stats_to_json(const PortStats *s) {
+        json_object *o = json_object_new_object();
+#define ADD(f) json_object_object_add(o, #f, json_object_new_uint64(s->f));
+        STATS_FIELDS(ADD)
+#undef ADD
+        return o;
+}
+
+void port_stats_from_json(PortStats *s, json_object *o) {
+        json_object *v;
+#define GET(f) s->f = json_object_object_get_ex(o, #f, &v) ? json_object_get_uint64(v) : 0;
+        STATS_FIELDS(GET)
+#undef GET
+}
+
 json_object *port_to_json(const Port *p) {
         const Shadow *s = &p->shadow;
-        json_object *o = json_object_new_object(), *c = json_object_new_object();
+        json_object *o = json_object_new_object();
         unsigned started = 0;
 
         for (unsigned i = 0; i < s->n_vrings; i++)
@@ -419,16 +439,7 @@ json_object *port_to_json(const Port *p) {
         json_object_object_add(o, "vrings_started", json_object_new_int(started));
         json_object_object_add(o, "memory_regions", json_object_new_int(s->memory.n_regions));
 
-        json_object_object_add(c, "frontend_connects", json_object_new_uint64(p->stats.frontend_connects));
-        json_object_object_add(c, "backend_connects", json_object_new_uint64(p->stats.backend_connects));
-        json_object_object_add(c, "replays_ok", json_object_new_uint64(p->stats.replays_ok));
-        json_object_object_add(c, "replays_failed", json_object_new_uint64(p->stats.replays_failed));
-        json_object_object_add(c, "incompatible", json_object_new_uint64(p->stats.incompatible));
-        json_object_object_add(c, "refused_peers", json_object_new_uint64(p->stats.refused_peers));
-        json_object_object_add(c, "connect_failures", json_object_new_uint64(p->stats.connect_failures));
-        json_object_object_add(c, "last_replay_usec", json_object_new_uint64(p->stats.last_replay_usec));
-        json_object_object_add(c, "last_outage_usec", json_object_new_uint64(p->stats.last_outage_usec));
-        json_object_object_add(o, "counters", c);
+        json_object_object_add(o, "counters", port_stats_to_json(&p->stats));
         json_object_object_add(o, "last_error", p->last_error[0] ? json_object_new_string(p->last_error) : NULL);
         return o;
 }

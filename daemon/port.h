@@ -138,6 +138,9 @@ void port_drop_backend(Port *p, const char *reason);
 int port_disconnect(Port *p, PortSide side);
 /* Everything vhostctl shows of a port. */
 json_object *port_to_json(const Port *p);
+/* The counters alone, as vhostctl shows them and the fd store keeps them. */
+json_object *port_stats_to_json(const PortStats *s);
+void port_stats_from_json(PortStats *s, json_object *o);
 
 const char *backend_state_to_string(BackendState s);
 _printf_(2, 3) void port_set_error(Port *p, const char *fmt, ...);

@@ -22,19 +22,8 @@ static int count(const char *haystack, const char *needle) {
         return n;
 }
 
-/* The front-end sets up from a child while the (listening) back-end serves. */
 static void setup_device(FrontendPeer *fe, BackendPeer *be) {
-        for (unsigned i = 0; i < 2; i++) {
-                fe->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                fe->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        }
-        pid_t child = fork();
-        ASSERT(child >= 0);
-        if (child == 0)
-                _exit(frontend_peer_setup(fe, 2, 256, NET_TEST_FEATURES) < 0 ? 1 : 0);
-        ASSERT_EQ(backend_peer_serve_until(be, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
-        int status;
-        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT_EQ(frontend_peer_setup_while_serving(fe, be, 2), 0);
 }
 
 static void test_backend_that_only_listens(void) {

@@ -382,12 +382,7 @@ static void test_inflight_region_to_every_backend(void) {
         ASSERT_EQ(backend_peer_serve_until(&a, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
         ASSERT_EQ(frontend_peer_open(&fe, fe_path, MEM), 0);
         fe.want_protocol_features |= VU_BIT(VU_PF_INFLIGHT_SHMFD);
-        pid_t child = fork();
-        if (child == 0)
-                _exit(frontend_peer_setup(&fe, 2, 256, NET_TEST_FEATURES) < 0);
-        ASSERT_EQ(backend_peer_serve_until(&a, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
-        int status;
-        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT_EQ(frontend_peer_setup_while_serving(&fe, &a, 2), 0);
         ASSERT(backend_peer_find(&a, 0, VU_GET_INFLIGHT_FD) != SIZE_MAX);
         ASSERT(a.last_inflight_fd >= 0);
         uint8_t *region = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, a.last_inflight_fd, 0);
@@ -427,12 +422,7 @@ static void test_mem_slots_replayed_region_by_region(void) {
         ASSERT_EQ(backend_peer_serve_until(&a, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
         ASSERT_EQ(frontend_peer_open(&fe, fe_path, MEM), 0);
         fe.want_protocol_features |= VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS);
-        pid_t child = fork();
-        if (child == 0)
-                _exit(frontend_peer_setup(&fe, 2, 256, NET_TEST_FEATURES) < 0);
-        ASSERT_EQ(backend_peer_serve_until(&a, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
-        int status;
-        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT_EQ(frontend_peer_setup_while_serving(&fe, &a, 2), 0);
         ASSERT(backend_peer_find(&a, 0, VU_GET_MAX_MEM_SLOTS) != SIZE_MAX);
         ASSERT_EQ(backend_peer_find(&a, 0, VU_SET_MEM_TABLE), SIZE_MAX);
         frontend_peer_set_used_idx(&fe, 1, 9);
@@ -477,14 +467,7 @@ static void test_backend_channel_relayed(void) {
         ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
         fe.backend_req_fd = pair[0];
         fe.backend_req_send = pair[1];
-        pid_t child = fork();
-        if (child == 0)
-                _exit(frontend_peer_setup(&fe, 2, 256, NET_TEST_FEATURES) < 0);
-        close(pair[1]);
-        fe.backend_req_send = -1;
-        ASSERT_EQ(backend_peer_serve_until(&a, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
-        int status;
-        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        ASSERT_EQ(frontend_peer_setup_while_serving(&fe, &a, 2), 0);
         ASSERT(a.backend_req_fd >= 0);
 
         /* A's config changes: the front-end hears it on its own channel, and A gets the ack */

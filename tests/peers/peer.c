@@ -510,7 +510,7 @@ size_t backend_peer_find(const BackendPeer *b, size_t from, uint32_t request) {
 
 int peers_setup_device(const char *fe_path, const char *be_path, FrontendPeer *fe, BackendPeer *be,
                        unsigned n_rings) {
-        int r, status;
+        int r;
 
         r = backend_peer_open(be, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES);
         if (r < 0)
@@ -521,15 +521,25 @@ int peers_setup_device(const char *fe_path, const char *be_path, FrontendPeer *f
         r = frontend_peer_open(fe, fe_path, 1u << 20);
         if (r < 0)
                 return r;
+        return frontend_peer_setup_while_serving(fe, be, n_rings);
+}
+
+int frontend_peer_setup_while_serving(FrontendPeer *fe, BackendPeer *be, unsigned n_rings) {
+        int r, status;
+
         for (unsigned i = 0; i < n_rings; i++) {
-                fe->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-                fe->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (fe->kick[i] < 0)
+                        fe->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (fe->call[i] < 0)
+                        fe->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         }
         pid_t child = fork();
         if (child < 0)
                 return -errno;
         if (child == 0)
                 _exit(frontend_peer_setup(fe, n_rings, 256, NET_TEST_FEATURES) < 0 ? 1 : 0);
+        if (fe->backend_req_send >= 0)          /* the child hands it over */
+                fe->backend_req_send = safe_close(fe->backend_req_send);
         r = backend_peer_serve_until(be, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS);
         if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 return r < 0 ? r : -EPROTO;
@@ -537,6 +547,6 @@ int peers_setup_device(const char *fe_path, const char *be_path, FrontendPeer *f
         fe->n_rings = n_rings;
         fe->ring_num = 256;
         fe->features = NET_TEST_FEATURES;
-        fe->protocol_features = VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_STATUS);
+        fe->protocol_features = be->negotiated_pf & fe->want_protocol_features;
         return r;
 }

@@ -83,6 +83,11 @@ int backend_peer_serve_until(BackendPeer *b, uint32_t request, uint64_t value, i
 int backend_peer_wait_closed(BackendPeer *b, int timeout_ms);
 size_t backend_peer_find(const BackendPeer *b, size_t from, uint32_t request);
 
+/* The front-end sets up n_rings rings from a child process (so that this one can be the
+ * back-end meanwhile) while be serves, until DRIVER_OK. Fds the front-end needs afterwards
+ * (eventfds, a BACKEND_REQ channel) must exist before the call. */
+int frontend_peer_setup_while_serving(FrontendPeer *fe, BackendPeer *be, unsigned n_rings);
+
 /* Both peers in one process: the back-end connects and answers the probe, the front-end
  * connects and sets up n_rings rings (from a child process, while the back-end serves),
  * until DRIVER_OK. The front-end's eventfds and memory are the caller's. */
