@@ -172,3 +172,34 @@ int vring_split_read_used_idx(const GuestMemory *m, uint64_t used_uaddr, uint16_
 int vring_split_read_avail_idx(const GuestMemory *m, uint64_t avail_uaddr, uint16_t *ret_idx) {
         return read_ring_idx(m, avail_uaddr, 2, ret_idx);
 }
+
+#define VRING_PACKED_DESC_F_USED (1u << 15)
+
+int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num, uint32_t *ret_state,
+                         bool *ret_certain) {
+        if (num == 0 || num > VU_MAX_VRING_SIZE || (desc_uaddr & 15))
+                return -EINVAL;
+        const volatile uint8_t *ring = guest_memory_translate(m, desc_uaddr, 16ull * num);
+        if (!ring)
+                return -EFAULT;
+
+        /* struct { le64 addr; le32 len; le16 id; le16 flags; } */
+#define USED_AT(i) ((*(const volatile uint16_t *) (ring + 16 * (size_t) (i) + 14) & VRING_PACKED_DESC_F_USED) != 0)
+        bool first = USED_AT(0), wrap;
+        uint32_t boundary = num, flips = 0;
+        for (uint32_t i = 1; i < num; i++)
+                if (USED_AT(i) != USED_AT(i - 1)) {
+                        if (flips++ == 0)
+                                boundary = i;
+                }
+#undef USED_AT
+        if (boundary == num) {
+                /* one value all round: the device is at the start of a lap */
+                boundary = 0;
+                wrap = !first;
+        } else
+                wrap = first;
+        *ret_state = boundary | ((uint32_t) wrap << 15);
+        *ret_certain = flips <= 1;
+        return 0;
+}

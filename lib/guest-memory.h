@@ -6,6 +6,7 @@
  * translated only when the whole range lies inside one mapped region. */
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "vhost-user.h"
@@ -46,6 +47,17 @@ const void *guest_memory_translate(const GuestMemory *m, uint64_t uaddr, uint64_
 int vring_split_read_used_idx(const GuestMemory *m, uint64_t used_uaddr, uint16_t *ret_idx);
 /* Split ring: avail->idx (flags u16, idx u16, ring...). */
 int vring_split_read_avail_idx(const GuestMemory *m, uint64_t avail_uaddr, uint16_t *ret_idx);
+/* Packed ring: where a device resumes after a crash, as SET_VRING_BASE wants it (index in
+ * bits 0-14, wrap counter in bit 15; the device restarts its used position there too).
+ * The device's used position is where the descriptors' USED flag flips: before it, every
+ * descriptor was last written in the current lap (used by the device, or made available
+ * again by the driver for the next lap: USED = w either way); from it on, in the previous
+ * lap (USED = !w). That holds when each buffer is one descriptor. Chained descriptors or a
+ * device that writes one used element for several buffers leave positions it skipped with
+ * the driver's flags, so more flips show: then *ret_certain is false and the first flip is
+ * taken (buffers in flight may be processed twice, none skipped). */
+int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num, uint32_t *ret_state,
+                         bool *ret_certain);
 /* The byte sizes of a split ring's three parts, for bounds checks. */
 uint64_t vring_split_desc_size(uint32_t num);
 uint64_t vring_split_avail_size(uint32_t num);

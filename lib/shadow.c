@@ -391,7 +391,15 @@ int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *re
                 *ret = 0;
         else if (v->resume_valid)
                 *ret = v->resume;
-        else if (v->started && v->addr_set && !packed(s)) {
+        else if (v->started && v->addr_set && packed(s)) {
+                bool certain = true;
+                r = vring_packed_recover(&s->memory, v->addr.desc_user_addr, v->num_set ? v->num : 0, ret, &certain);
+                if (r >= 0) {
+                        from_memory = true;
+                        r = certain ? 0 : 1;
+                } else
+                        *ret = v->base;
+        } else if (v->started && v->addr_set) {
                 uint16_t idx;
                 r = vring_split_read_used_idx(&s->memory, v->addr.used_user_addr, &idx);
                 if (r >= 0) {

@@ -18,10 +18,9 @@
          VU_BIT(VU_PF_STATUS) | VU_BIT(VU_PF_INFLIGHT_SHMFD) |                        \
          VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT(VU_PF_BACKEND_REQ))
 
-/* Device features never offered to a front-end: dirty logging (live migration), an IOMMU
- * (IOTLB messages) and packed rings (resume index not recovered yet). */
-#define SHADOW_MASKED_FEATURES                                                       \
-        (VU_BIT(VU_F_LOG_ALL) | VU_BIT(33) | VU_BIT(VIRTIO_F_RING_PACKED))
+/* Device features never offered to a front-end: dirty logging (live migration) and an
+ * IOMMU (IOTLB messages). */
+#define SHADOW_MASKED_FEATURES (VU_BIT(VU_F_LOG_ALL) | VU_BIT(33))
 
 typedef struct ShadowVring {
         bool num_set, base_set, addr_set, kick_set, call_set, err_set, enable_set;
@@ -106,7 +105,9 @@ uint64_t shadow_backend_protocol_features(const Shadow *s, uint64_t offered);
 unsigned shadow_vrings_in_use(const Shadow *s);
 
 /* Where a started ring resumes: the index a back-end reported on a clean stop, else the
- * used index read from guest memory (after a crash), else the base the front-end set. */
+ * used index read from guest memory after a crash (split rings; packed rings: see
+ * vring_packed_recover()), else the base the front-end set. 0, or 1 when a packed ring's
+ * index is a best guess, or a negative errno (*ret is then the base). */
 int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *ret_from_memory);
 
 /* The messages that bring a new back-end to the shadow's state, in order, after the

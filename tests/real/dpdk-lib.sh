@@ -3,7 +3,8 @@
 # front-end (the "app") and a vhost PMD back-end (the "switch"). Sourced by the real-peer
 # tests and by the demo. Each caller sets WORK (a scratch directory), DAEMON (the binary) and
 # optionally SOCKDIR (where port0.sock and port0.vswitch.sock are; default WORK) and QUEUES
-# (queue pairs, default 1; more than one needs the control queue, cq=1, on the front-end).
+# (queue pairs, default 1; more than one needs the control queue, cq=1, on the front-end)
+# and PACKED=1 (packed rings: packed_vq=1, in_order=0 on the front-end).
 
 SKIP=77
 
@@ -59,7 +60,7 @@ dpdk_start_backend() {
 # continuously and drains what comes back, so lost packets do not stall it).
 dpdk_start_frontend() {
     dpdk-testpmd -l 0-1 --no-pci --file-prefix=vr-fe --in-memory --single-file-segments -m 256 \
-        --vdev "net_virtio_user0,path=${SOCKDIR:-$WORK}/port0.sock,queues=${QUEUES:-1}$( [ "${QUEUES:-1}" -gt 1 ] && echo ,cq=1 )" \
+        --vdev "net_virtio_user0,path=${SOCKDIR:-$WORK}/port0.sock,queues=${QUEUES:-1}$( [ "${QUEUES:-1}" -gt 1 ] && echo ,cq=1 )$( [ "${PACKED:-0}" = 1 ] && echo ,packed_vq=1,in_order=0 )" \
         -- -a --nb-cores=1 --rxq=${QUEUES:-1} --txq=${QUEUES:-1} --total-num-mbufs=8192 --forward-mode=flowgen --stats-period 1 \
         < /dev/null > "$WORK/frontend.log" 2>&1 &
     FRONTEND_PID=$!

@@ -328,6 +328,82 @@ static void test_resume_index(void) {
         fixture_done(&f);
 }
 
+static void set_desc_flags(Fixture *f, unsigned ring, unsigned i, uint16_t flags) {
+        uint16_t *desc = (uint16_t *) (f->mem + (desc_addr(ring) - MEM_UADDR) + 16 * i + 14);
+        *desc = flags;
+}
+
+#define AVAIL (1u << 7)
+#define USED (1u << 15)
+
+/* Packed rings: the device's position is where the USED flags flip. */
+static void test_packed_resume_index(void) {
+        uint32_t st;
+        bool certain;
+        Fixture f;
+
+        fixture_init(&f, NET_FEATURES | VU_BIT(VIRTIO_F_RING_PACKED), DPDK_PF);
+        GuestMemory *m = &f.s.memory;
+        send_mem_table(&f);
+
+        /* a fresh ring: lap 1 (wrap 1), position 0 */
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT_EQ(st, 0x8000);
+        ASSERT(certain);
+        /* the driver made 5 available (AVAIL=1, USED=0), the device used 3 (AVAIL=USED=1) */
+        for (unsigned i = 0; i < 5; i++)
+                set_desc_flags(&f, 0, i, AVAIL);
+        for (unsigned i = 0; i < 3; i++)
+                set_desc_flags(&f, 0, i, AVAIL | USED);
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT_EQ(st, 0x8003);
+        ASSERT(certain);
+        /* the driver took those 3 back and made them available for lap 2 (AVAIL=0, USED=1) */
+        for (unsigned i = 0; i < 3; i++)
+                set_desc_flags(&f, 0, i, USED);
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT_EQ(st, 0x8003);
+        /* the device went round: all 8 used in lap 1, then 2 used in lap 2 (AVAIL=USED=0) */
+        for (unsigned i = 0; i < 8; i++)
+                set_desc_flags(&f, 0, i, AVAIL | USED);
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT_EQ(st, 0x0000);          /* the end of lap 1 is the start of lap 2 */
+        set_desc_flags(&f, 0, 0, 0);
+        set_desc_flags(&f, 0, 1, 0);
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT_EQ(st, 0x0002);
+        ASSERT(certain);
+
+        /* a chain of two at 0-1 used as one element: position 1 keeps the driver's flags */
+        for (unsigned i = 0; i < 8; i++)
+                set_desc_flags(&f, 0, i, AVAIL);
+        set_desc_flags(&f, 0, 0, AVAIL | USED);
+        set_desc_flags(&f, 0, 2, AVAIL | USED);
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT(!certain);
+        ASSERT_EQ(st, 0x8001);          /* the first flip: nothing skipped */
+
+        /* through the shadow: a started packed ring resumes from guest memory */
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, DPDK_PF);
+        send_u64(&f, VU_SET_FEATURES, NET_FEATURES | VU_BIT(VIRTIO_F_RING_PACKED));
+        send_state(&f, VU_SET_VRING_NUM, 0, 8);
+        send_state(&f, VU_SET_VRING_BASE, 0, 0x8000);
+        send_addr(&f, 0);
+        send_file(&f, VU_SET_VRING_KICK, 0);
+        uint32_t base;
+        bool from_memory;
+        ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, &from_memory), 1);      /* a best guess */
+        ASSERT(from_memory);
+        ASSERT_EQ(base, 0x8001);
+        for (unsigned i = 0; i < 8; i++)
+                set_desc_flags(&f, 0, i, i < 6 ? AVAIL | USED : AVAIL);
+        ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, &from_memory), 0);
+        ASSERT_EQ(base, 0x8006);
+        /* a packed ring of any size (not only powers of two) */
+        send_state(&f, VU_SET_VRING_NUM, 1, 100);
+        fixture_done(&f);
+}
+
 static void test_answers_without_backend(void) {
         Fixture f;
         VuMsg req, reply;
@@ -663,6 +739,46 @@ static void test_mem_slots(void) {
         fixture_done(&f);
 }
 
+/* RESET_DEVICE: rings, features and status are gone; memory and protocol features stay. */
+static void test_reset_device(void) {
+        Fixture f;
+        VuMsgList l;
+        const char *reason = NULL;
+        const uint64_t pf = DPDK_PF | VU_BIT(VU_PF_RESET_DEVICE);
+        VuMsg m;
+
+        fixture_init(&f, NET_FEATURES, pf);
+        send_plain(&f, VU_SET_OWNER);
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, pf);
+        send_u64(&f, VU_SET_FEATURES, NET_FEATURES);
+        send_mem_table(&f);
+        send_state(&f, VU_SET_VRING_NUM, 0, RING_NUM);
+        send_file(&f, VU_SET_VRING_KICK, 0);
+        send_u64(&f, VU_SET_STATUS, 0xf);
+        int fds = fd_count();
+        send_plain(&f, VU_RESET_DEVICE);
+        ASSERT_EQ(fd_count(), fds - 1);         /* the kick eventfd */
+        ASSERT_EQ(f.s.n_vrings, 0);
+        ASSERT(!f.s.features_set);
+        ASSERT(!f.s.status_set);
+        ASSERT(f.s.memory_set);
+        ASSERT(f.s.protocol_features_set);
+        ASSERT_EQ(shadow_build_replay(&f.s, pf, &l, &reason), 0);
+        for (size_t i = 0; i < l.n; i++) {
+                ASSERT(l.msgs[i].hdr.request != VU_SET_VRING_KICK);
+                ASSERT(l.msgs[i].hdr.request != VU_SET_FEATURES);
+                ASSERT(l.msgs[i].hdr.request != VU_SET_STATUS);
+        }
+        vu_msg_list_clear(&l);
+        /* and only when negotiated */
+        shadow_reset(&f.s);
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, DPDK_PF);
+        vu_msg_init(&m, VU_RESET_DEVICE, 0);
+        ASSERT(shadow_apply(&f.s, &m, &reason) < 0);
+        ASSERT_CONTAINS(reason, "not negotiated");
+        fixture_done(&f);
+}
+
 /* A restarting daemon picks the shadow up from JSON and fds: the same replay comes out. */
 static void test_json_round_trip(void) {
         Fixture f;
@@ -747,6 +863,7 @@ RUN_TESTS(
         TEST_CASE(test_dpdk_sequence_replay),
         TEST_CASE(test_qemu_sequence_replay),
         TEST_CASE(test_resume_index),
+        TEST_CASE(test_packed_resume_index),
         TEST_CASE(test_answers_without_backend),
         TEST_CASE(test_config_cache_and_replay),
         TEST_CASE(test_refusals),
@@ -754,4 +871,5 @@ RUN_TESTS(
         TEST_CASE(test_json_round_trip),
         TEST_CASE(test_inflight),
         TEST_CASE(test_mem_slots),
+        TEST_CASE(test_reset_device),
 )
