@@ -92,8 +92,10 @@ dpdk_wait_rx_above() {
 
 dpdk_cleanup() {
     # Only these: a caller may have other children (a systemd sandbox) to keep.
+    # (under set -e, the status of wait for a killed process must not end the caller's trap)
+    local pid
     for pid in ${FRONTEND_PID:-} ${BACKEND_PID:-} ${DAEMON_PID:-}; do
-        kill -9 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+        { kill -9 "$pid" && wait "$pid"; } 2>/dev/null || true
     done
     return 0
 }

@@ -550,7 +550,14 @@ static void test_refusals(void) {
         mem_table_msg(&f, &m);
         close(m.fds[0]);
         m.fds[0] = eventfd(0, EFD_CLOEXEC);
-        expect_refused(&f, &m, "cannot be mapped");
+        expect_refused(&f, &m, "not a file that can be mapped");
+        /* longer than its fd: it would map, and reading the used index would raise SIGBUS */
+        mem_table_msg(&f, &m);
+        m.payload.memory.regions[0].memory_size = 2 * MEM_SIZE;
+        expect_refused(&f, &m, "goes past the end of its fd");
+        mem_table_msg(&f, &m);
+        m.payload.memory.regions[0].mmap_offset = 4096;
+        expect_refused(&f, &m, "goes past the end of its fd");
         /* the old table is still there after the refusals */
         ASSERT_EQ(f.s.memory.n_regions, 1);
         ASSERT(guest_memory_translate(&f.s.memory, used_addr(0), 4) != NULL);
