@@ -55,6 +55,13 @@ int vu_reader_read(VuReader *r, int fd, VuMsg *ret, const char **ret_reason) {
                 struct iovec iov;
                 size_t want;
 
+                /* Refused once, refused for good: reading on would overrun the payload buffer. */
+                if (r->have >= VU_HDR_SIZE && r->msg.hdr.size > VU_MAX_PAYLOAD) {
+                        if (ret_reason)
+                                *ret_reason = "payload size in header too large";
+                        return -EBADMSG;
+                }
+
                 if (r->have < VU_HDR_SIZE) {
                         iov.iov_base = (uint8_t *) &r->msg.hdr + r->have;
                         want = VU_HDR_SIZE - r->have;
@@ -97,13 +104,7 @@ int vu_reader_read(VuReader *r, int fd, VuMsg *ret, const char **ret_reason) {
                                 return -EPIPE;
                         }
                         r->have += n;
-                        if (r->have == VU_HDR_SIZE && r->msg.hdr.size > VU_MAX_PAYLOAD) {
-                                if (ret_reason)
-                                        *ret_reason = "payload size in header too large";
-                                return -EBADMSG;
-                        }
-                        if ((size_t) n < want)
-                                continue;
+                        continue;       /* the checks at the top, then the rest */
                 }
 
                 if (r->have >= VU_HDR_SIZE && r->have == VU_HDR_SIZE + r->msg.hdr.size) {

@@ -1,8 +1,10 @@
 #!/bin/bash
 # Sets up and runs every test of vhost-recon: unit, integration (C peers against a live
-# daemon) and real peers (DPDK testpmd), first in a -Werror build, then all again in an
-# AddressSanitizer + UndefinedBehaviorSanitizer build. Tests that need root or hugepages
-# skip with the reason when they cannot run.
+# daemon) and real peers (DPDK testpmd, systemd, qemu-storage-daemon, virtiofsd, QEMU with
+# a guest), first in a -Werror build, then all again in an AddressSanitizer +
+# UndefinedBehaviorSanitizer build; then the libFuzzer targets (clang) for FUZZ_SECONDS
+# each (default 20). Tests that need root or hugepages skip with the reason when they
+# cannot run.
 set -eu
 cd "$(dirname "$0")/.."
 bash tests/setup.sh
@@ -19,8 +21,20 @@ run_suite() {
 status=0
 run_suite build-test
 run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+builds="build-test build-asan"
+if command -v clang > /dev/null; then
+    if [ ! -f build-fuzz/build.ninja ]; then
+        CC=clang meson setup build-fuzz -Dwerror=true -Dfuzz=true -Dfuzz_seconds="${FUZZ_SECONDS:-20}" \
+            -Db_sanitize=address,undefined -Db_lundef=false > /dev/null
+    fi
+    meson compile -C build-fuzz > /dev/null
+    meson test -C build-fuzz --suite fuzz --print-errorlogs || status=1
+    builds="$builds build-fuzz"
+else
+    echo "fuzzing skipped: no clang"
+fi
 
-python3 - build-test build-asan <<'PY'
+python3 - $builds <<'PY'
 import json, sys
 counts = {"passed": 0, "failed": 0, "skipped": 0}
 for d in sys.argv[1:]:

@@ -284,6 +284,12 @@ static void test_reader_refuses(void) {
         vu_reader_init(&rd);
         ASSERT_EQ(vu_reader_read(&rd, sp[1], &got, &reason), -EBADMSG);
         ASSERT_CONTAINS(reason, "too large");
+        /* called again, with more bytes waiting, it refuses again rather than read on past its
+         * buffer (found by fuzz-message) */
+        static uint8_t junk[2048];
+        ASSERT_EQ(write(sp[0], junk, sizeof(junk)), (ssize_t) sizeof(junk));
+        ASSERT_EQ(vu_reader_read(&rd, sp[1], &got, &reason), -EBADMSG);
+        ASSERT_EQ(rd.msg.n_fds, 0);
         vu_reader_reset(&rd);
         close(sp[0]);
         close(sp[1]);

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora (corpus/TARGET/*): typical, valid inputs that the
+fuzzers then mutate. Run again after changing it; the files are committed."""
+import os, struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+UADDR = 0x7f0000000000
+
+def put(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+def msg(req, payload=b"", flags=1):
+    return struct.pack("<III", req, flags, len(payload)) + payload
+
+def u64(v): return struct.pack("<Q", v)
+def state(i, n): return struct.pack("<II", i, n)
+def addr(i, desc, used, avail): return struct.pack("<IIQQQQ", i, 0, desc, used, avail, 0)
+def region(gpa, size, ua, off): return struct.pack("<QQQQ", gpa, size, ua, off)
+
+# The DPDK virtio-user setup as the daemon sees it.
+dpdk = [
+    (3, b""), (16, u64(0x10009)), (13, u64(0)), (13, u64(1)), (2, u64(0x950008000)),
+    (39, u64(0xb)), (5, struct.pack("<II", 1, 0) + region(0, 0x40000, UADDR, 0)),
+]
+for i in range(2):
+    base = UADDR + 0x10000 * (i + 1)
+    dpdk += [(8, state(i, 256)), (10, state(i, 0)), (9, addr(i, base, base + 0x8000, base + 0x1000)),
+             (12, u64(i))]
+dpdk += [(18, state(0, 1)), (18, state(1, 1)), (39, u64(0xf)), (11, state(0, 0)), (40, b"")]
+
+put("fuzz-message", "dpdk-setup", b"".join(msg(r, p) for r, p in dpdk))
+put("fuzz-message", "reply", msg(1, u64(0x150000000), flags=5))
+
+def record(req, payload, need_reply=False):
+    return struct.pack("<BBH", req, 1 if need_reply else 0, len(payload)) + payload
+
+put("fuzz-shadow", "dpdk-setup", b"".join(record(r, p) for r, p in dpdk))
+slots = [(16, u64(0x18009)), (2, u64(0x100000000)), (36, b""),
+         (37, u64(0) + region(0, 0x20000, UADDR, 0)), (37, u64(0) + region(0x20000, 0x20000, UADDR + 0x20000, 0x20000)),
+         (38, u64(0) + region(0x20000, 0x20000, UADDR + 0x20000, 0x20000)),
+         (32, struct.pack("<QQHHI", 0x1000, 0, 2, 256, 0)), (8, state(0, 128)),
+         (9, addr(0, UADDR + 0x1000, UADDR + 0x3000, UADDR + 0x2000)), (12, u64(0)), (34, b"")]
+put("fuzz-shadow", "slots-inflight-reset", b"".join(record(r, p, True) for r, p in slots))
+packed = [(16, u64(0x10009)), (2, u64(0x500000000)), (5, struct.pack("<II", 1, 0) + region(0, 0x40000, UADDR, 0)),
+          (8, state(0, 100)), (10, state(0, 0x8000)), (9, addr(0, UADDR + 0x1000, UADDR + 0x3000, UADDR + 0x2000)),
+          (12, u64(0)), (11, state(0, 0))]
+put("fuzz-shadow", "packed", b"".join(record(r, p) for r, p in packed))
+
+with open(os.path.join(HERE, "..", "..", "conf", "vhost-recon.conf"), "rb") as f:
+    put("fuzz-config", "example", f.read())
+put("fuzz-config", "client", b'control = "/run/c"; reply_timeout_ms = 100; control_mode = "0600";\n'
+    b'ports = ( { name = "b"; frontend = { path = "/run/a.sock"; };\n'
+    b'  backend = { path = "/run/q.sock"; mode = "client"; reconnect_ms = 50; };\n'
+    b'  allow_uids = [ 0, 107 ]; features = 0x140000000L; } );\n')
+
+put("fuzz-varlink", "calls", b'{"method":"org.varlink.service.GetInfo"}\0'
+    b'{"method":"io.vhostrecon.GetPort","parameters":{"name":"port0"}}\0'
+    b'{"method":"io.vhostrecon.Monitor","more":true}\0')
+put("fuzz-varlink", "replies", b'{"parameters":{"ports":[]}}\0{"error":"io.vhostrecon.NoSuchPort","parameters":{"name":"x"}}\0')
