@@ -60,7 +60,10 @@ void daemon_start_modes(Daemon *d, unsigned n_ports, const char *extra, const ch
                 dup2(null, 0);
                 dup2(null, 1);
                 dup2(fd, 2);
-                execl(daemon_binary(), "vhost-recond", "--config", d->conf, "--verbose", (char *) NULL);
+                if (getenv("VHOST_RECOND_QUIET"))
+                        execl(daemon_binary(), "vhost-recond", "--config", d->conf, (char *) NULL);
+                else
+                        execl(daemon_binary(), "vhost-recond", "--config", d->conf, "--verbose", (char *) NULL);
                 _exit(127);
         }
         ASSERT(daemon_log_wait(d, "vhost-recond running", 5000));
