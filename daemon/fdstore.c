@@ -40,7 +40,7 @@ static int store_port(Port *p) {
                 }
         if (!p->frontend)
                 return 0;
-        if (!port_is_quiescent(p) && (p->frontend->reader.have || p->fe_head || vu_writer_pending(&p->frontend->writer))) {
+        if (p->frontend->reader.have || p->fe_head || vu_writer_pending(&p->frontend->writer)) {
                 log_warning("%s: the front-end still had a request in flight; it is not kept", p->config.name);
                 return 0;
         }

@@ -7,6 +7,7 @@
 
 #include "build-config.h"
 #include "link-map.h"
+#include "listener.h"
 #include "log.h"
 
 #if HAVE_LIBBPF
@@ -16,25 +17,6 @@ struct LinkMap {
         int fd;
         char *path;
 };
-
-static int mkdir_parents(const char *path) {
-        char *copy = strdup(path);
-        if (!copy)
-                return -ENOMEM;
-        for (char *p = copy + 1; *p; p++) {
-                if (*p != '/')
-                        continue;
-                *p = 0;
-                if (mkdir(copy, 0755) < 0 && errno != EEXIST) {
-                        int r = -errno;
-                        free(copy);
-                        return r;
-                }
-                *p = '/';
-        }
-        free(copy);
-        return 0;
-}
 
 static bool layout_matches(int fd) {
         struct bpf_map_info info = {};

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <grp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,12 +11,11 @@
 #include "listener.h"
 #include "macro.h"
 
-static int mkdir_parents(const char *path) {
-        char buf[sizeof(((struct sockaddr_un *) NULL)->sun_path)];
+int mkdir_parents(const char *path) {
+        _cleanup_(freep) char *buf = strdup(path);
 
-        if (strlen(path) >= sizeof(buf))
-                return -ENAMETOOLONG;
-        strcpy(buf, path);
+        if (!buf)
+                return -ENOMEM;
         for (char *p = buf + 1; *p; p++) {
                 if (*p != '/')
                         continue;

@@ -110,19 +110,22 @@ static int replay_run(Port *p) {
                 return r;
         }
 
-        for (unsigned i = 0; i < p->shadow.n_vrings; i++) {
+        bool packed = p->shadow.features_set && (p->shadow.features & VU_BIT(VIRTIO_F_RING_PACKED));
+        for (unsigned i = 0; i < p->shadow.n_vrings && (packed || log_max_level >= LOG_DEBUG); i++) {
                 const ShadowVring *v = &p->shadow.vrings[i];
                 uint16_t avail = 0, used = 0;
                 uint32_t base;
                 if (!v->addr_set)
                         continue;
-                if (shadow_resume_index(&p->shadow, i, &base, NULL) == 1)
-                        log_warning("%s: vring %u (packed): the resume index cannot be recovered for sure from "
-                                    "the descriptor ring (chained or batched descriptors); resuming at %u, wrap %u: "
-                                    "buffers in flight may be processed twice", p->config.name, i, base & 0x7fff,
-                                    base >> 15);
-                if (log_max_level < LOG_DEBUG || (p->shadow.features & VU_BIT(VIRTIO_F_RING_PACKED)))
+                /* Only a packed ring's index can be a guess; split rings are read once, by the build. */
+                if (packed) {
+                        if (shadow_resume_index(&p->shadow, i, &base, NULL) == 1)
+                                log_warning("%s: vring %u (packed): the resume index cannot be recovered for sure "
+                                            "from the descriptor ring (chained or batched descriptors); resuming at "
+                                            "%u, wrap %u: buffers in flight may be processed twice", p->config.name,
+                                            i, base & 0x7fff, base >> 15);
                         continue;
+                }
                 (void) vring_split_read_avail_idx(&p->shadow.memory, v->addr.avail_user_addr, &avail);
                 (void) vring_split_read_used_idx(&p->shadow.memory, v->addr.used_user_addr, &used);
                 log_debug("%s: vring %u: %s, avail idx %u, used idx %u", p->config.name, i,

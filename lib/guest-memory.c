@@ -63,15 +63,21 @@ int guest_memory_check_region(const GuestMemory *m, const VuMemRegion *r, const 
         return 0;
 }
 
-static int region_map(GuestRegion *g, const VuMemRegion *r, int fd, const char **ret_reason) {
+int guest_fd_check_mappable(int fd, uint64_t size, const char **ret_reason) {
         struct stat st;
 
-        /* A mapping past the end of the file maps, but touching it raises SIGBUS: a front-end
-         * must not be able to kill the daemon with a region longer than its memory. */
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
                 return fail(ret_reason, "memory fd is not a file that can be mapped");
-        if ((uint64_t) st.st_size < r->mmap_offset + r->memory_size)
+        if ((uint64_t) st.st_size < size)
                 return fail(ret_reason, "memory region goes past the end of its fd");
+        return 0;
+}
+
+static int region_map(GuestRegion *g, const VuMemRegion *r, int fd, const char **ret_reason) {
+        /* A front-end must not be able to kill the daemon with a region longer than its memory. */
+        int k = guest_fd_check_mappable(fd, r->mmap_offset + r->memory_size, ret_reason);
+        if (k < 0)
+                return k;
         int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (copy < 0)
                 return fail(ret_reason, "cannot duplicate memory fd");

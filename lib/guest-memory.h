@@ -29,6 +29,10 @@ typedef struct GuestMemory {
 void guest_memory_init(GuestMemory *m);
 void guest_memory_clear(GuestMemory *m);         /* unmaps and closes everything */
 
+/* A peer's fd that will be mapped for `size` bytes from offset 0: a regular file at least
+ * that long. (A mapping past the end of a file maps, but touching it raises SIGBUS.) */
+int guest_fd_check_mappable(int fd, uint64_t size, const char **ret_reason);
+
 /* Checks a region on its own (sizes, overflow) and against the others (overlap, in both the
  * front-end's address space and the guest's). */
 int guest_memory_check_region(const GuestMemory *m, const VuMemRegion *r, const char **ret_reason);

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 
 #include "fd-util.h"
 #include "macro.h"
@@ -332,9 +331,7 @@ int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason) {
                     in->mmap_offset + in->mmap_size > (uint64_t) SIZE_MAX / 2)
                         return fail(ret_reason, "absurd inflight region", -EINVAL);
                 /* It must be mappable, as each back-end will map it, and not past its end. */
-                struct stat st;
-                if (fstat(m->fds[0], &st) < 0 || !S_ISREG(st.st_mode) ||
-                    (uint64_t) st.st_size < in->mmap_offset + in->mmap_size)
+                if (guest_fd_check_mappable(m->fds[0], in->mmap_offset + in->mmap_size, NULL) < 0)
                         return fail(ret_reason, "inflight fd cannot be mapped", -EINVAL);
                 void *p = mmap(NULL, in->mmap_offset + in->mmap_size, PROT_READ, MAP_SHARED, m->fds[0], 0);
                 if (p == MAP_FAILED)
