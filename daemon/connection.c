@@ -29,13 +29,14 @@ static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *use
                 if (r < 0)
                         return connection_lost(c, r, "sending failed"), 0;
                 if (r > 0)
-                        (void) sd_event_source_set_io_events(c->io, EPOLLIN);
+                        connection_update_events(c);
+                port_throttle_frontend(c->port);
         }
 
         if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 return 0;
 
-        for (unsigned n = 0; n < CONNECTION_MESSAGES_PER_DISPATCH; n++) {
+        for (unsigned n = 0; n < CONNECTION_MESSAGES_PER_DISPATCH && !c->throttled; n++) {
                 const char *reason = NULL;
                 VuMsg m;
 
@@ -104,10 +105,18 @@ int connection_send(Connection *c, const VuMsg *m) {
         if (c->failed)
                 return c->failed;
         r = vu_writer_send(&c->writer, c->fd, m);
-        if (r < 0)
+        if (r < 0) {
                 c->failed = r;
-        /* EPOLLOUT either flushes the queue or, on failure, makes the dispatch close it. */
-        if (r < 0 || vu_writer_pending(&c->writer))
+                /* EPOLLOUT makes the dispatch close it, even while throttled */
                 (void) sd_event_source_set_io_events(c->io, EPOLLIN | EPOLLOUT);
+                return r;
+        }
+        connection_update_events(c);
         return r;
+}
+
+void connection_update_events(Connection *c) {
+        uint32_t events = (c->throttled ? 0 : EPOLLIN) | (vu_writer_pending(&c->writer) ? EPOLLOUT : 0);
+        /* with no events left, epoll still reports a hang-up */
+        (void) sd_event_source_set_io_events(c->io, events);
 }

@@ -28,6 +28,7 @@ typedef struct Connection {
         VuWriter writer;
         struct ucred peer;
         int failed;             /* a send failed: the next dispatch closes the connection */
+        bool throttled;         /* not read until what it caused has drained */
         uint64_t connected_usec;
 } Connection;
 
@@ -35,11 +36,18 @@ typedef struct Connection {
 #define CONNECTION_MESSAGES_PER_DISPATCH 32
 /* A peer that does not read its messages is dropped past this much queued data. */
 #define CONNECTION_MAX_QUEUED (1u << 20)
+/* A front-end is not read while this many of its requests wait in the daemon, or while
+ * either side has more than CONNECTION_THROTTLE_BYTES of output queued: a flooding peer
+ * is slowed down to what its port drains, not dropped and not buffered without end. */
+#define FRONTEND_MAX_QUEUED 1024u
+#define CONNECTION_THROTTLE_BYTES (CONNECTION_MAX_QUEUED / 4)
 
 int connection_new(Port *p, PortSide side, int fd, Connection **ret);
 Connection *connection_free(Connection *c);
 /* Sends or queues m (fds are duplicated as needed; m keeps its own). A failure marks the
  * connection failed; it is closed from its own dispatch, never under the caller's feet. */
 int connection_send(Connection *c, const VuMsg *m);
+/* Sets what the connection waits for: input unless throttled, output while some is queued. */
+void connection_update_events(Connection *c);
 
 const char *port_side_to_string(PortSide s);

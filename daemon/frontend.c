@@ -30,6 +30,8 @@ void frontend_relay_reply(Port *p, FrontendItem *it, const VuMsg *reply) {
 }
 
 void frontend_requeue(Port *p, FrontendItem *first, FrontendItem *last) {
+        for (FrontendItem *i = first; i; i = i == last ? NULL : i->next)
+                p->fe_queued++;
         last->next = p->fe_head;
         p->fe_head = first;
         if (!p->fe_tail)
@@ -42,6 +44,7 @@ static FrontendItem *pop(Port *p) {
         if (!p->fe_head)
                 p->fe_tail = NULL;
         it->next = NULL;
+        p->fe_queued--;
         return it;
 }
 
@@ -78,7 +81,7 @@ static int forward(Port *p, FrontendItem *it) {
         return 0;
 }
 
-void frontend_pump(Port *p) {
+static void frontend_pump_queue(Port *p) {
         while (p->fe_head && p->frontend) {
                 FrontendItem *it = p->fe_head;
 
@@ -116,6 +119,11 @@ void frontend_pump(Port *p) {
                         return;                 /* probe or replay under way: keep the order */
                 }
         }
+}
+
+void frontend_pump(Port *p) {
+        frontend_pump_queue(p);
+        port_throttle_frontend(p);
 }
 
 int port_frontend_message(Port *p, VuMsg *m) {
@@ -157,6 +165,7 @@ int port_frontend_message(Port *p, VuMsg *m) {
         else
                 p->fe_head = it;
         p->fe_tail = it;
+        p->fe_queued++;
 
         frontend_pump(p);
         port_update_link(p);

@@ -55,14 +55,33 @@ static bool peer_allowed(const Port *p, const struct ucred *peer) {
         return false;
 }
 
-static void port_attach(Port *p, PortSide side, int fd) {
+void port_throttle_frontend(Port *p) {
+        Connection *fe = p->frontend;
+
+        if (!fe)
+                return;
+        bool throttle = p->fe_queued >= FRONTEND_MAX_QUEUED ||
+                fe->writer.queued > CONNECTION_THROTTLE_BYTES ||
+                (p->backend && p->backend->writer.queued > CONNECTION_THROTTLE_BYTES);
+        if (throttle == fe->throttled)
+                return;
+        fe->throttled = throttle;
+        if (throttle)
+                p->stats.throttled++;
+        log_debug("%s: %s reading the front-end (%u requests waiting)", p->config.name,
+                  throttle ? "pausing" : "resuming", p->fe_queued);
+        connection_update_events(fe);
+}
+
+/* 0: attached; -EPERM: a peer the policy refuses; other negative errno: no resources. */
+static int port_attach(Port *p, PortSide side, int fd) {
         Connection *c;
         int r;
 
         r = connection_new(p, side, fd, &c);
         if (r < 0) {
                 log_error_errno(r, "%s: cannot set up %s connection: %m", p->config.name, port_side_to_string(side));
-                return;
+                return r;
         }
         if (!peer_allowed(p, &c->peer)) {
                 p->stats.refused_peers++;
@@ -70,7 +89,7 @@ static void port_attach(Port *p, PortSide side, int fd) {
                                port_side_to_string(side), (unsigned) c->peer.uid, (unsigned) c->peer.gid);
                 log_warning("%s: %s", p->config.name, p->last_error);
                 connection_free(c);
-                return;
+                return -EPERM;
         }
 
         if (side == PORT_FRONTEND) {
@@ -78,14 +97,14 @@ static void port_attach(Port *p, PortSide side, int fd) {
                         log_warning("%s: refusing a second front-end (pid %d); the first one stays",
                                     p->config.name, (int) c->peer.pid);
                         connection_free(c);
-                        return;
+                        return -EBUSY;
                 }
                 p->frontend = c;
                 p->stats.frontend_connects++;
                 log_info("%s: front-end connected (pid %d, uid %u)", p->config.name, (int) c->peer.pid,
                          (unsigned) c->peer.uid);
                 manager_port_event(p->manager, p, EVENT_FRONTEND_CONNECTED, peer_json(c));
-                return;
+                return 0;
         }
 
         if (p->backend)
@@ -96,6 +115,7 @@ static void port_attach(Port *p, PortSide side, int fd) {
                  (unsigned) c->peer.uid);
         manager_port_event(p->manager, p, EVENT_BACKEND_CONNECTED, peer_json(c));
         replay_start(p);
+        return 0;
 }
 
 static int port_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -110,7 +130,7 @@ static int port_accept(sd_event_source *s, int fd, uint32_t revents, void *userd
                                           port_side_to_string(side));
                 return 0;
         }
-        port_attach(p, side, cfd);
+        (void) port_attach(p, side, cfd);
         return 0;
 }
 
@@ -161,7 +181,9 @@ static void try_connect(Port *p, PortSide side) {
         if (p->unreachable[side])
                 log_info("%s: the %s at %s is reachable again", p->config.name, port_side_to_string(side), sc->path);
         p->unreachable[side] = false;
-        port_attach(p, side, fd);
+        if (port_attach(p, side, fd) < 0)
+                /* refused by policy, or no memory: try again later, backing off */
+                schedule_connect(p, side, MIN(MAX(p->reconnect_delay_ms[side] * 2, sc->reconnect_ms), cap));
 }
 
 static int on_reconnect_frontend(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -251,6 +273,7 @@ static void frontend_items_free(Port *p) {
                 free(it);
         }
         p->fe_tail = NULL;
+        p->fe_queued = 0;
 }
 
 Port *port_free(Port *p) {
@@ -401,7 +424,7 @@ static json_object *side_json(const Port *p, PortSide side) {
 
 #define STATS_FIELDS(X)                                                                 \
         X(frontend_connects) X(backend_connects) X(replays_ok) X(replays_failed)        \
-        X(incompatible) X(refused_peers) X(connect_failures) X(last_replay_usec)        \
+        X(incompatible) X(refused_peers) X(throttled) X(connect_failures) X(last_replay_usec)        \
         X(last_outage_usec)
 
 json_object *port_stats_to_json(const PortStats *s) {

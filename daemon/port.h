@@ -62,6 +62,7 @@ typedef struct PortStats {
         uint64_t replays_failed;
         uint64_t incompatible;
         uint64_t refused_peers;
+        uint64_t throttled;             /* times the front-end was paused for flooding */
         uint64_t connect_failures;      /* client mode: connects that did not reach the peer */
         uint64_t last_replay_usec;      /* back-end connect -> replay acknowledged */
         uint64_t last_outage_usec;      /* link down -> link up */
@@ -88,6 +89,7 @@ typedef struct Port {
         bool backend_owner_sent;
 
         FrontendItem *fe_head, *fe_tail;
+        unsigned fe_queued;             /* items between fe_head and fe_tail */
         uint64_t fe_seq;                /* sequence of the last front-end request */
         uint64_t replay_seq;            /* requests up to this one are in the replay */
 
@@ -130,6 +132,8 @@ void port_connection_lost(Port *p, PortSide side, int error, const char *reason)
 /* Recomputes link up (front-end connected with a running ring, back-end replayed) and
  * logs a change. */
 void port_update_link(Port *p);
+/* Stops or resumes reading the front-end, after its queue or either side's output changed. */
+void port_throttle_frontend(Port *p);
 
 /* Closes the back-end (from vhostctl or a failure). */
 void port_drop_backend(Port *p, const char *reason);

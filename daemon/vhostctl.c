@@ -283,6 +283,7 @@ static int cmd_status(const char *name) {
         printf("  %-19s front-end %" PRIu64 ", back-end %" PRIu64 ", refused %" PRIu64 ", failed %" PRIu64 "\n",
                "connects:", get_u64(c, "frontend_connects"), get_u64(c, "backend_connects"),
                get_u64(c, "refused_peers"), get_u64(c, "connect_failures"));
+        printf("  %-19s %" PRIu64 "\n", "flood pauses:", get_u64(c, "throttled"));
         printf("  %-19s %s\n", "last replay:", fmt_usec(get_u64(c, "last_replay_usec"), t, sizeof(t)));
         printf("  %-19s %s\n", "last outage:", fmt_usec(get_u64(c, "last_outage_usec"), t, sizeof(t)));
         printf("  %-19s %s\n", "last error:", get_str(p, "last_error") ? get_str(p, "last_error") : "-");

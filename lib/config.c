@@ -321,6 +321,12 @@ static int parse_port(Parser *p, const config_setting_t *s, PortConfig *ret) {
                 return r;
         if ((r = parse_id_list(p, s, "allow_gids", (uint32_t **) &ret->allow_gids, &ret->n_allow_gids)) < 0)
                 return r;
+        /* libconfig cuts an integer without the L suffix to 32 bits, silently; feature bits
+         * above 31 (VERSION_1 is 32) would be lost */
+        const config_setting_t *fs = config_setting_get_member(s, "features");
+        if (fs && config_setting_type(fs) == CONFIG_TYPE_INT)
+                return error_at(p, fs, "'features' is a 64-bit value: write it with an L suffix (e.g. 0x140000000L), "
+                                "or libconfig keeps only its low 32 bits");
         if ((r = get_uint(p, s, "features", 0, UINT64_MAX, &ret->features_set, &ret->features)) < 0)
                 return r;
         if ((r = get_uint(p, s, "protocol_features", 0, UINT64_MAX, &ret->protocol_features_set,

@@ -23,32 +23,45 @@ void daemon_path(const Daemon *d, unsigned port, bool backend, char *buf, size_t
         snprintf(buf, size, "%s/port%u%s.sock", d->dir, port, backend ? ".vswitch" : "");
 }
 
-void daemon_start(Daemon *d, unsigned n_ports, const char *extra) {
-        daemon_start_modes(d, n_ports, extra, "server", "server", 100);
-}
-
-void daemon_start_modes(Daemon *d, unsigned n_ports, const char *extra, const char *frontend_mode,
-                        const char *backend_mode, unsigned reconnect_ms) {
-        memset(d, 0, sizeof(*d));
-        strcpy(d->dir, "/tmp/vr-test-XXXXXX");
-        ASSERT(mkdtemp(d->dir));
-        snprintf(d->conf, sizeof(d->conf), "%s/vhost-recon.conf", d->dir);
-        snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
-
-        FILE *f = fopen(d->conf, "we");
+void daemon_write_config(const Daemon *d, unsigned n_ports, const char *extra, const char *port_extra,
+                         const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms) {
+        char tmp[160];
+        snprintf(tmp, sizeof(tmp), "%s.new", d->conf);
+        FILE *f = fopen(tmp, "we");
         ASSERT(f);
         fprintf(f, "control = \"%s/control\";\n%s\nports = (\n", d->dir, extra ? extra : "");
         for (unsigned i = 0; i < n_ports; i++) {
                 char fe[128], be[128];
                 daemon_path(d, i, false, fe, sizeof(fe));
                 daemon_path(d, i, true, be, sizeof(be));
-                fprintf(f, "  { name = \"port%u\";\n"
+                fprintf(f, "  { name = \"port%u\"; %s\n"
                            "    frontend = { path = \"%s\"; mode = \"%s\"; reconnect_ms = %u; };\n"
                            "    backend = { path = \"%s\"; mode = \"%s\"; reconnect_ms = %u; }; }%s\n",
-                        i, fe, frontend_mode, reconnect_ms, be, backend_mode, reconnect_ms, i + 1 < n_ports ? "," : "");
+                        i, port_extra ? port_extra : "", fe, frontend_mode, reconnect_ms, be, backend_mode, reconnect_ms, i + 1 < n_ports ? "," : "");
         }
         fprintf(f, ");\n");
         fclose(f);
+        ASSERT(rename(tmp, d->conf) == 0);     /* a reload never reads half a file */
+}
+
+void daemon_start(Daemon *d, unsigned n_ports, const char *extra) {
+        daemon_start_modes(d, n_ports, extra, "server", "server", 100);
+}
+
+void daemon_start_modes(Daemon *d, unsigned n_ports, const char *extra, const char *frontend_mode,
+                        const char *backend_mode, unsigned reconnect_ms) {
+        daemon_start_full(d, n_ports, extra, NULL, frontend_mode, backend_mode, reconnect_ms);
+}
+
+void daemon_start_full(Daemon *d, unsigned n_ports, const char *extra, const char *port_extra,
+                       const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms) {
+        memset(d, 0, sizeof(*d));
+        strcpy(d->dir, "/tmp/vr-test-XXXXXX");
+        ASSERT(mkdtemp(d->dir));
+        snprintf(d->conf, sizeof(d->conf), "%s/vhost-recon.conf", d->dir);
+        snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
+
+        daemon_write_config(d, n_ports, extra, port_extra, frontend_mode, backend_mode, reconnect_ms);
 
         d->pid = fork();
         ASSERT(d->pid >= 0);

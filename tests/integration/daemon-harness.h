@@ -20,6 +20,12 @@ void daemon_start(Daemon *d, unsigned n_ports, const char *extra);
 /* The same with each side's mode ("server" or "client") and reconnect_ms for every port. */
 void daemon_start_modes(Daemon *d, unsigned n_ports, const char *extra, const char *frontend_mode,
                         const char *backend_mode, unsigned reconnect_ms);
+/* The same with port_extra added to every port's settings (e.g. "allow_uids = [ 0 ];"). */
+void daemon_start_full(Daemon *d, unsigned n_ports, const char *extra, const char *port_extra,
+                       const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms);
+/* (Re)writes the daemon's config file, atomically (for a reload). */
+void daemon_write_config(const Daemon *d, unsigned n_ports, const char *extra, const char *port_extra,
+                         const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms);
 /* Stops with SIGTERM and returns the exit status (0 expected). */
 int daemon_stop(Daemon *d);
 void daemon_path(const Daemon *d, unsigned port, bool backend, char *buf, size_t size);

@@ -120,6 +120,9 @@ static void test_errors_name_file_and_line(void) {
                   " allow_uids = [ \"root\" ]; } );", "must be non-negative numbers");
         parse_bad("ports = ( { name = \"a\"; frontend = \"/a\"; backend = { path = \"/b\"; }; } );",
                   "must be a group");
+        /* libconfig would keep 0x40000000 of this, silently */
+        parse_bad("ports = ( { name = \"a\"; frontend = { path = \"/a\"; }; backend = { path = \"/b\"; };\n"
+                  " features = 0x140000000; } );", "test.conf:2: 'features' is a 64-bit value: write it with an L suffix");
         parse_bad("ports = ( { name = \"a\"; frontend = { path = \"/a\"; colour = 1; }; backend = { path = \"/b\"; }; } );",
                   "unknown setting 'colour'");
         char long_path[200];

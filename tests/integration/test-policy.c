@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: MIT */
+/* Peer policy and socket permissions: allow_uids/allow_gids checked with SO_PEERCRED on both
+ * sides and in both modes, refused peers logged and counted; sockets given their mode and
+ * group without ever being wider, whatever the daemon's umask. Needs root (to be another
+ * uid); skips with the reason otherwise. */
+#include <dirent.h>
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "control-client.h"
+#include "daemon-harness.h"
+#include "io.h"
+#include "macro.h"
+#include "peer.h"
+#include "tests.h"
+
+#define MEM (1u << 20)
+#define NOBODY 65534
+#define SOME_GID 4242
+
+enum { PEER_SERVED = 10, PEER_REFUSED = 11, PEER_BROKEN = 12 };
+
+static void become(uid_t uid, gid_t gid) {
+        if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+                _exit(PEER_BROKEN);
+}
+
+/* A front-end as uid/gid: PEER_SERVED when GET_FEATURES is answered, PEER_REFUSED when
+ * the daemon closes the connection instead. */
+static int frontend_as(const char *path, uid_t uid, gid_t gid) {
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                become(uid, gid);
+                int fd = peer_connect(path, 2000);
+                if (fd < 0)
+                        _exit(PEER_BROKEN);
+                VuMsg m, reply;
+                vu_msg_init(&m, VU_GET_FEATURES, 0);
+                (void) vu_send_blocking(fd, &m);        /* may already fail: the daemon closed */
+                int r = vu_recv_blocking(fd, &reply, 3000, NULL);
+                _exit(r >= 0 ? PEER_SERVED : r == -ECONNRESET || r == -EPIPE ? PEER_REFUSED : PEER_BROKEN);
+        }
+        int status;
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : PEER_BROKEN;
+}
+
+/* A back-end as uid/gid: PEER_SERVED when the daemon sends it a request (the probe),
+ * PEER_REFUSED when it closes without a word. */
+static int backend_as(const char *path, uid_t uid, gid_t gid) {
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                become(uid, gid);
+                int fd = peer_connect(path, 2000);
+                if (fd < 0)
+                        _exit(PEER_BROKEN);
+                VuMsg m;
+                int r = vu_recv_blocking(fd, &m, 3000, NULL);
+                _exit(r >= 0 ? PEER_SERVED : r == -ECONNRESET ? PEER_REFUSED : PEER_BROKEN);
+        }
+        int status;
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : PEER_BROKEN;
+}
+
+static int64_t refused_peers(const Daemon *d) {
+        char ctl[128];
+        snprintf(ctl, sizeof(ctl), "%s/control", d->dir);
+        json_object *params = json_object_new_object();
+        json_object_object_add(params, "name", json_object_new_string("port0"));
+        json_object *r = control_call_ok(ctl, "io.vhostrecon.GetPort", params);
+        json_object *c = json_object_object_get(json_object_object_get(r, "port"), "counters");
+        int64_t n = json_object_get_int64(json_object_object_get(c, "refused_peers"));
+        json_object_put(r);
+        return n;
+}
+
+/* features set: GET_FEATURES is answered before any back-end was seen */
+static void start(Daemon *d, const char *policy, const char *backend_mode) {
+        char port_extra[256];
+        snprintf(port_extra, sizeof(port_extra), "features = 0x140000000L; %s", policy);
+        daemon_start_full(d, 1, "reply_timeout_ms = 1000;", port_extra, "server", backend_mode, 50);
+        ASSERT(chmod(d->dir, 0755) == 0);       /* other uids may reach the sockets */
+}
+
+static void test_frontend_allow_uids(void) {
+        Daemon d;
+        char fe[128];
+        FrontendPeer f;
+        VuMsg m, reply;
+
+        start(&d, "socket_mode = \"0666\"; allow_uids = [ 0 ];", "server");
+        daemon_path(&d, 0, false, fe, sizeof(fe));
+
+        ASSERT_EQ(frontend_as(fe, NOBODY, NOBODY), PEER_REFUSED);
+        ASSERT(daemon_log_wait(&d, "port0: front-end peer uid 65534 gid 65534 refused by allow_uids/allow_gids", 2000));
+        ASSERT_EQ(refused_peers(&d), 1);
+
+        /* uid 0 is allowed, and the refused one took nothing with it */
+        ASSERT_EQ(frontend_peer_open(&f, fe, MEM), 0);
+        vu_msg_init(&m, VU_GET_FEATURES, 0);
+        ASSERT_EQ(frontend_peer_request(&f, &m, &reply), 0);
+        ASSERT_EQ(reply.payload.u64, 0x140000000ull);
+        frontend_peer_close(&f);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
+static void test_backend_allow_uids_server(void) {
+        Daemon d;
+        char fe[128], be[128];
+        FrontendPeer f;
+        BackendPeer b;
+
+        start(&d, "socket_mode = \"0666\"; allow_uids = [ 0 ];", "server");
+        daemon_path(&d, 0, false, fe, sizeof(fe));
+        daemon_path(&d, 0, true, be, sizeof(be));
+        ASSERT_EQ(peers_setup_device(fe, be, &f, &b, 2), 0);
+        backend_peer_close(&b);
+        ASSERT(daemon_log_wait(&d, "port0: link down", 2000));
+
+        ASSERT_EQ(backend_as(be, NOBODY, NOBODY), PEER_REFUSED);
+        ASSERT(daemon_log_wait(&d, "port0: back-end peer uid 65534 gid 65534 refused", 2000));
+        ASSERT_EQ(refused_peers(&d), 1);
+
+        /* an allowed back-end gets the whole replay; the front-end never left */
+        ASSERT_EQ(backend_peer_open(&b, be, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&d, "port0: link up", 2000));
+        backend_peer_close(&b);
+        frontend_peer_close(&f);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
+static void test_allow_gids(void) {
+        Daemon d;
+        char fe[128];
+
+        start(&d, "socket_mode = \"0666\"; allow_gids = [ 4242 ];", "server");
+        daemon_path(&d, 0, false, fe, sizeof(fe));
+        ASSERT_EQ(frontend_as(fe, NOBODY, SOME_GID), PEER_SERVED);
+        ASSERT_EQ(frontend_as(fe, NOBODY, NOBODY), PEER_REFUSED);
+        /* with only allow_gids set, root is not let in by being root */
+        ASSERT_EQ(frontend_as(fe, 0, 0), PEER_REFUSED);
+        ASSERT_EQ(refused_peers(&d), 2);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
+/* Client mode: SO_PEERCRED of a connected socket names whoever listened. A listener of the
+ * wrong uid is refused, counted, and tried again later (backing off); a right one is used. */
+static void test_backend_allow_uids_client(void) {
+        Daemon d;
+        char be[128];
+        int pipefd[2];
+
+        start(&d, "allow_uids = [ 0 ];", "client");
+        daemon_path(&d, 0, true, be, sizeof(be));
+        ASSERT(pipe(pipefd) == 0);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                strcpy(sa.sun_path, be);
+                (void) unlink(be);
+                if (lfd < 0 || bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                        _exit(PEER_BROKEN);
+                become(NOBODY, NOBODY);         /* the credentials are taken at listen() */
+                if (listen(lfd, 16) < 0)
+                        _exit(PEER_BROKEN);
+                (void) !write(pipefd[1], "x", 1);
+                /* every connection must close without one byte of vhost-user */
+                for (;;) {
+                        int cfd = peer_accept(lfd, 3000);
+                        if (cfd < 0)
+                                _exit(PEER_REFUSED);
+                        char c;
+                        ssize_t n = read(cfd, &c, 1);
+                        if (n > 0)
+                                _exit(PEER_SERVED);
+                        close(cfd);
+                }
+        }
+        close(pipefd[1]);
+        char c;
+        ASSERT_EQ(read(pipefd[0], &c, 1), 1);
+        close(pipefd[0]);
+        ASSERT(daemon_log_wait(&d, "port0: back-end peer uid 65534 gid 65534 refused", 3000));
+        ASSERT(daemon_log_wait(&d, "port0: back-end peer uid 65534 gid 65534 refused", 3000));
+        ASSERT(refused_peers(&d) >= 2);
+        kill(pid, SIGKILL);
+        int status;
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        ASSERT(WIFSIGNALED(status));    /* it never saw a byte */
+
+        /* a root listener now: the daemon comes back to it (backoff capped at 5 s) and probes */
+        int lfd = peer_listen(be);
+        ASSERT(lfd >= 0);
+        int fd = peer_accept(lfd, 7000);
+        ASSERT(fd >= 0);
+        VuMsg m;
+        ASSERT(vu_recv_blocking(fd, &m, 2000, NULL) >= 0);
+        ASSERT_EQ(m.hdr.request, VU_SET_OWNER);
+        vu_msg_close_fds(&m);
+        close(fd);
+        close(lfd);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
+typedef struct Widest {
+        unsigned observations;
+        mode_t modes;           /* every permission bit ever seen on a socket */
+        unsigned wrong_group;   /* times a socket had its final mode but not its group */
+} Widest;
+
+/* Watches every *.sock in dir as fast as it can until told to stop (SIGTERM); reports the
+ * union of all permission bits it saw. */
+static pid_t watch_sockets(const char *dir, gid_t group, int out_fd) {
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid != 0)
+                return pid;
+        Widest w = {};
+        sigset_t mask;
+        bool stop = false;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigprocmask(SIG_BLOCK, &mask, NULL);    /* polled, so the last sweep is reported */
+        while (!stop) {
+                DIR *dd = opendir(dir);
+                if (!dd)
+                        break;
+                for (struct dirent *e; (e = readdir(dd));) {
+                        size_t len = strlen(e->d_name);
+                        struct stat st;
+                        char path[256];
+                        if (len < 5 || strcmp(e->d_name + len - 5, ".sock") != 0)
+                                continue;
+                        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                        if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
+                                continue;
+                        w.observations++;
+                        w.modes |= st.st_mode & 07777;
+                        if ((st.st_mode & 07777) == 0660 && st.st_gid != group)
+                                w.wrong_group++;
+                }
+                closedir(dd);
+                sigset_t pending;
+                sigpending(&pending);
+                stop = sigismember(&pending, SIGTERM);
+        }
+        (void) !write(out_fd, &w, sizeof(w));
+        _exit(0);
+}
+
+/* The daemon runs with umask 0, where a plain bind() makes a 0777 socket; sockets added by
+ * a reload are watched from before they exist. None is ever seen wider than 0660, and each
+ * ends with its mode and group. (A watcher can only sample; the guarantee itself is by
+ * construction: bind under umask 0177, chown, chmod, and only then listen.) */
+static void test_socket_mode_never_wider(void) {
+        Daemon d;
+        const char *port_extra = "socket_mode = \"0660\"; socket_group = \"nogroup\";";
+        struct group *g = getgrnam("nogroup");
+        int pipefd[2];
+        Widest w;
+
+        ASSERT(g);
+        mode_t old = umask(0);
+        daemon_start_full(&d, 1, NULL, port_extra, "server", "server", 100);
+        umask(old);
+
+        ASSERT(pipe(pipefd) == 0);
+        pid_t watcher = watch_sockets(d.dir, g->gr_gid, pipefd[1]);
+        usleep(20000);
+        for (unsigned n = 16; n <= 64; n += 16) {
+                char needle[64];
+                daemon_write_config(&d, n, NULL, port_extra, "server", "server", 100);
+                kill(d.pid, SIGHUP);
+                snprintf(needle, sizeof(needle), "port%u: front-end socket", n - 1);
+                ASSERT(daemon_log_wait(&d, needle, 5000));
+        }
+        kill(watcher, SIGTERM);
+        ASSERT_EQ(read(pipefd[0], &w, sizeof(w)), (ssize_t) sizeof(w));
+        ASSERT(waitpid(watcher, NULL, 0) == watcher);
+        close(pipefd[0]);
+        close(pipefd[1]);
+        printf("socket watcher: %u observations, permission bits seen %04o, %u with the wrong group\n",
+               w.observations, (unsigned) w.modes, w.wrong_group);
+        ASSERT(w.observations > 0);
+        ASSERT_EQ(w.modes & ~0660, 0);
+        ASSERT_EQ(w.wrong_group, 0);
+
+        for (unsigned i = 0; i < 64; i++)
+                for (int side = 0; side < 2; side++) {
+                        char path[128];
+                        struct stat st;
+                        daemon_path(&d, i, side, path, sizeof(path));
+                        ASSERT(lstat(path, &st) == 0);
+                        ASSERT_EQ(st.st_mode & 07777, 0660);
+                        ASSERT_EQ(st.st_gid, g->gr_gid);
+                }
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
+int main(void) {
+        signal(SIGPIPE, SIG_IGN);
+        if (geteuid() != 0) {
+                printf("SKIP: peer policy tests need root, to connect as other uids and gids\n");
+                return 77;
+        }
+        static const TestCase cases[] = {
+                TEST_CASE(test_frontend_allow_uids),
+                TEST_CASE(test_backend_allow_uids_server),
+                TEST_CASE(test_allow_gids),
+                TEST_CASE(test_backend_allow_uids_client),
+                TEST_CASE(test_socket_mode_never_wider),
+        };
+        return run_tests(cases, ELEMENTSOF(cases));
+}
