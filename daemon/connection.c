@@ -35,6 +35,9 @@ static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *use
 
         if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
                 return 0;
+        if (c->throttled && (revents & (EPOLLHUP | EPOLLERR)))
+                /* paused for flooding, and gone: what it left unread goes with it */
+                return connection_lost(c, 0, "closed the connection while paused"), 0;
 
         for (unsigned n = 0; n < CONNECTION_MESSAGES_PER_DISPATCH && !c->throttled; n++) {
                 const char *reason = NULL;

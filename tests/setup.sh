@@ -3,7 +3,8 @@
 # hugepages for the DPDK peers. Safe to run again; installs only what is missing.
 set -eu
 packages=(meson ninja-build gcc pkg-config libsystemd-dev libconfig-dev libbpf-dev libjson-c-dev
-          dpdk bpftool scdoc qemu-system-common qemu-system-x86 cpio clang libclang-rt-14-dev python3)
+          dpdk bpftool scdoc qemu-system-common qemu-system-x86 cpio clang libclang-rt-14-dev python3
+          strace valgrind)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
