@@ -186,6 +186,7 @@ void backend_lost(Port *p, const char *reason) {
         uint64_t backend_connected_usec = p->backend ? p->backend->connected_usec : 0;
         json_object *details;
 
+        manager_replay_end(p->manager, p);
         /* Front-end requests the back-end owed an answer to, in their order. */
         for (Pending *pd = p->pending_head; pd; pd = pd->next) {
                 if (!pd->item)

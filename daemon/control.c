@@ -31,7 +31,7 @@ static const char interface_description[] =
         "\n"
         "type Counters (\n"
         "  frontend_connects: int, backend_connects: int, replays_ok: int, replays_failed: int,\n"
-        "  incompatible: int, refused_peers: int, throttled: int, connect_failures: int, last_replay_usec: int,\n"
+        "  incompatible: int, refused_peers: int, throttled: int, handoffs: int, connect_failures: int, last_replay_usec: int,\n"
         "  last_outage_usec: int\n"
         ")\n"
         "\n"

@@ -186,6 +186,8 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
         return 0;
 }
 
+static int on_handoff_check(sd_event_source *s, void *userdata);
+
 int manager_new(Manager **ret) {
         _cleanup_(manager_freep) Manager *m = calloc(1, sizeof(Manager));
         sigset_t mask;
@@ -205,6 +207,8 @@ int manager_new(Manager **ret) {
             (r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m)) < 0)
                 return r;
+        if ((r = sd_event_add_post(m->event, &m->handoff_check, on_handoff_check, m)) < 0)
+                return r;
         /* A peer closing its socket must not kill the daemon. */
         signal(SIGPIPE, SIG_IGN);
         /* WatchdogSec=: sd-event pings systemd from the loop itself, so a hung loop is caught. */
@@ -220,6 +224,7 @@ Manager *manager_free(Manager *m) {
         /* The control socket first: its clients must not see ports half gone. */
         m->control = control_server_free(m->control);
         sd_event_source_disable_unref(m->stop_timer);
+        sd_event_source_disable_unref(m->handoff_check);
         passed_fds_close_rest(m);
         for (size_t i = 0; i < m->n_ports; i++)
                 port_free(m->ports[i]);
@@ -322,6 +327,60 @@ static int load_config(Manager *m, Config **ret, char *err, size_t errlen) {
 
 static void apply_globals(Manager *m) {
         m->reply_timeout_ms = m->config->reply_timeout_ms;
+        m->replay_handoff_ms = m->config->replay_handoff_ms;
+}
+
+static void replay_unlink(Manager *m, Port *p) {
+        if (!p->replay_queued)
+                return;
+        if (p->replay_prev)
+                p->replay_prev->replay_next = p->replay_next;
+        else
+                m->replay_head = p->replay_next;
+        if (p->replay_next)
+                p->replay_next->replay_prev = p->replay_prev;
+        else
+                m->replay_tail = p->replay_prev;
+        p->replay_prev = p->replay_next = NULL;
+        p->replay_queued = false;
+}
+
+void manager_replay_begin(Manager *m, Port *p) {
+        if (m->replay_handoff_ms == 0 || p->replay_queued || p->replay_boosted)
+                return;
+        p->replay_prev = m->replay_tail;
+        p->replay_next = NULL;
+        if (m->replay_tail)
+                m->replay_tail->replay_next = p;
+        else
+                m->replay_head = p;
+        m->replay_tail = p;
+        p->replay_queued = true;
+}
+
+void manager_replay_end(Manager *m, Port *p) {
+        replay_unlink(m, p);
+        if (p->replay_boosted && p->backend)
+                (void) sd_event_source_set_priority(p->backend->io, SD_EVENT_PRIORITY_NORMAL);
+        p->replay_boosted = false;
+}
+
+/* After every dispatch: O(1) unless a replay is past its threshold. */
+static int on_handoff_check(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        if (!m->replay_head)
+                return 0;
+        uint64_t now = now_usec(), limit = (uint64_t) m->replay_handoff_ms * 1000;
+        while (m->replay_head && m->replay_head->backend &&
+               now - m->replay_head->backend->connected_usec > limit) {
+                Port *p = m->replay_head;
+                replay_unlink(m, p);
+                p->replay_boosted = true;
+                p->stats.handoffs++;
+                (void) sd_event_source_set_priority(p->backend->io, SD_EVENT_PRIORITY_IMPORTANT);
+        }
+        return 0;
 }
 
 int manager_load(Manager *m) {

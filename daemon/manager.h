@@ -38,6 +38,10 @@ typedef struct Manager {
         size_t n_port_filter;
         char *control_path;             /* --control; else the file's */
         uint32_t reply_timeout_ms;
+        uint32_t replay_handoff_ms;
+        /* replays under way and not yet boosted, oldest first; checked after every dispatch */
+        Port *replay_head, *replay_tail;
+        sd_event_source *handoff_check;
         Config *config;
         Port **ports;
         size_t n_ports;
@@ -67,6 +71,13 @@ int manager_reload(Manager *m, char *err, size_t errlen);
 int manager_run(Manager *m);
 
 Port *manager_find_port(Manager *m, const char *name);
+
+/* The handoff (as the Linux rwsem lock handoff): a replay that has waited longer than
+ * replay_handoff_ms since its back-end connected gets its back-end connection served before
+ * every other event source, until it is done. Begin when the probe starts; end when the
+ * replay is done or its back-end gone. */
+void manager_replay_begin(Manager *m, Port *p);
+void manager_replay_end(Manager *m, Port *p);
 
 /* A listening unix socket that systemd passed (socket unit or fd store) bound to path, or
  * -1. The caller owns it; *ret_name says where it came from. */

@@ -279,6 +279,7 @@ static void frontend_items_free(Port *p) {
 Port *port_free(Port *p) {
         if (!p)
                 return NULL;
+        manager_replay_end(p->manager, p);
         p->backend = connection_free(p->backend);
         p->backend_channel = backend_channel_free(p->backend_channel);
         p->frontend = connection_free(p->frontend);
@@ -424,7 +425,7 @@ static json_object *side_json(const Port *p, PortSide side) {
 
 #define STATS_FIELDS(X)                                                                 \
         X(frontend_connects) X(backend_connects) X(replays_ok) X(replays_failed)        \
-        X(incompatible) X(refused_peers) X(throttled) X(connect_failures) X(last_replay_usec)        \
+        X(incompatible) X(refused_peers) X(throttled) X(handoffs) X(connect_failures) X(last_replay_usec)        \
         X(last_outage_usec)
 
 json_object *port_stats_to_json(const PortStats *s) {

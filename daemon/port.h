@@ -62,6 +62,7 @@ typedef struct PortStats {
         uint64_t replays_failed;
         uint64_t incompatible;
         uint64_t refused_peers;
+        uint64_t handoffs;              /* replays that waited past replay_handoff_ms */
         uint64_t throttled;             /* times the front-end was paused for flooding */
         uint64_t connect_failures;      /* client mode: connects that did not reach the peer */
         uint64_t last_replay_usec;      /* back-end connect -> replay acknowledged */
@@ -106,6 +107,10 @@ typedef struct Port {
         uint64_t link_changed_realtime_usec;
         uint64_t link_generation;
         unsigned slot;                  /* stable index (BPF link map key) */
+        /* the manager's queue of replays under way, oldest first (the handoff) */
+        struct Port *replay_prev, *replay_next;
+        bool replay_queued;
+        bool replay_boosted;            /* its back-end is served before anything else */
         PortStats stats;
         char last_error[256];
         uint64_t last_error_usec;

@@ -20,6 +20,7 @@ void replay_start(Port *p) {
         VuMsg m;
 
         p->backend_state = BACKEND_PROBING;
+        manager_replay_begin(p->manager, p);
         /* SET_OWNER first, then the features; the answers drive the rest. */
         vu_msg_init(&m, VU_SET_OWNER, 0);
         if (backend_send(p, &m, PENDING_PROBE, NULL) >= 0)
@@ -48,6 +49,7 @@ static void replay_done(Port *p) {
         uint64_t took = now_usec() - p->backend->connected_usec;
         unsigned kicked;
 
+        manager_replay_end(p->manager, p);
         shadow_replayed(&p->shadow);
         kicked = kick_rings(p);
         p->backend_state = BACKEND_READY;

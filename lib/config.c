@@ -340,7 +340,7 @@ static int parse_port(Parser *p, const config_setting_t *s, PortConfig *ret) {
 static int parse(Parser *p, config_t *cfg, Config **ret) {
         static const char *const keys[] = {
                 "control", "control_mode", "control_group", "admin_group", "bpf_link_map",
-                "reply_timeout_ms", "ports", NULL
+                "reply_timeout_ms", "replay_handoff_ms", "ports", NULL
         };
         _cleanup_(config_freep) Config *c = calloc(1, sizeof(Config));
         const config_setting_t *root = config_root_setting(cfg), *ports;
@@ -370,6 +370,10 @@ static int parse(Parser *p, config_t *cfg, Config **ret) {
         if ((r = get_uint(p, root, "reply_timeout_ms", 1, 600000, NULL, &v)) < 0)
                 return r;
         c->reply_timeout_ms = (uint32_t) v;
+        v = CONFIG_DEFAULT_REPLAY_HANDOFF_MS;
+        if ((r = get_uint(p, root, "replay_handoff_ms", 0, 60000, NULL, &v)) < 0)
+                return r;
+        c->replay_handoff_ms = (uint32_t) v;
 
         ports = config_setting_get_member(root, "ports");
         if (ports) {

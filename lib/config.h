@@ -43,12 +43,14 @@ typedef struct Config {
         char *admin_group;              /* may also disconnect and reload (besides uid 0) */
         char *bpf_link_map;             /* pinned BPF map with each port's link state */
         uint32_t reply_timeout_ms;
+        uint32_t replay_handoff_ms;     /* a replay waiting longer is served first; 0: off */
         PortConfig *ports;
         size_t n_ports;
 } Config;
 
 #define CONFIG_DEFAULT_PATH "/etc/vhost-recon.conf"
 #define CONFIG_DEFAULT_CONTROL "/run/vhost-recon/control"
+#define CONFIG_DEFAULT_REPLAY_HANDOFF_MS 2
 #define CONFIG_DEFAULT_REPLY_TIMEOUT_MS 5000u
 #define CONFIG_DEFAULT_RECONNECT_MS 100u
 #define PORT_NAME_MAX 64

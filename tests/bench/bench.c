@@ -1,0 +1,429 @@
+/* SPDX-License-Identifier: MIT */
+/* vhost-recon-bench: replay latency, storms, flapping, idle cost, and the same back-end peer
+ * against DPDK virtio-user's own reconnect. Built on the C peers of tests/peers; not part
+ * of the test run (tests/bench/run-bench.sh runs it and prints the results table).
+ *
+ *   vhost-recon-bench replay QUEUE_PAIRS ROUNDS
+ *   vhost-recon-bench dpdk-reconnect SOCKET ROUNDS
+ *   vhost-recon-bench storm N ROUNDS HANDOFF_MS
+ *   vhost-recon-bench flap N SECONDS HANDOFF_MS
+ *   vhost-recon-bench idle N SECONDS
+ *
+ * Every line of output that starts with "result" is one figure, as key=value pairs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "control-client.h"
+#include "daemon-harness.h"
+#include "io.h"
+#include "macro.h"
+#include "peer.h"
+#include "tests.h"
+
+#define MEM (1u << 20)
+#define RING_NUM 256
+
+static uint64_t now_us(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+        return x < y ? -1 : x > y;
+}
+
+/* p in [0,100]: nearest-rank percentile of a sorted array */
+static uint64_t pct(const uint64_t *v, size_t n, unsigned p) {
+        size_t i = (n * p + 99) / 100;
+        return v[i ? i - 1 : 0];
+}
+
+static void raise_nofile(void) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        if (rl.rlim_max < 65536 && geteuid() == 0)
+                rl.rlim_cur = rl.rlim_max = 65536;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                fprintf(stderr, "cannot raise the fd limit: %m\n");
+}
+
+static void read_proc(pid_t pid, long *rss_kib, long *anon_kib, uint64_t *cpu_ticks, long *wakeups) {
+        char path[64], line[512];
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+        FILE *f = fopen(path, "re");
+        ASSERT(f);
+        long vol = 0, invol = 0;
+        while (fgets(line, sizeof(line), f)) {
+                (void) sscanf(line, "VmRSS: %ld kB", rss_kib);
+                (void) sscanf(line, "RssAnon: %ld kB", anon_kib);
+                (void) sscanf(line, "voluntary_ctxt_switches: %ld", &vol);
+                (void) sscanf(line, "nonvoluntary_ctxt_switches: %ld", &invol);
+        }
+        fclose(f);
+        *wakeups = vol + invol;
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        f = fopen(path, "re");
+        ASSERT(f);
+        ASSERT(fgets(line, sizeof(line), f));
+        fclose(f);
+        /* fields 14 and 15, after the ")" that ends the command name */
+        unsigned long ut = 0, st = 0;
+        char *p = strrchr(line, ')');
+        ASSERT(p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2);
+        *cpu_ticks = ut + st;
+}
+
+/* ---- one port: replay latency ------------------------------------------------------- */
+
+/* Back-end connect -> SET_STATUS with DRIVER_OK received, ROUNDS times. */
+static void bench_replay(unsigned queue_pairs, unsigned rounds) {
+        Daemon d;
+        char fe[128], be[128];
+        FrontendPeer f;
+        BackendPeer b;
+        uint64_t *t = calloc(rounds, sizeof(uint64_t));
+
+        setenv("VHOST_RECOND_QUIET", "1", 1);
+        daemon_start(&d, 1, NULL);
+        daemon_path(&d, 0, false, fe, sizeof(fe));
+        daemon_path(&d, 0, true, be, sizeof(be));
+        ASSERT_EQ(peers_setup_device(fe, be, &f, &b, 2 * queue_pairs), 0);
+        backend_peer_close(&b);
+        for (unsigned i = 0; i < rounds; i++) {
+                usleep(2000);           /* the daemon has seen the last one go */
+                uint64_t t0 = now_us();
+                ASSERT_EQ(backend_peer_open(&b, be, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+                ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+                t[i] = now_us() - t0;
+                backend_peer_close(&b);
+        }
+        qsort(t, rounds, sizeof(uint64_t), cmp_u64);
+        printf("result bench=replay queue_pairs=%u rounds=%u p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64 "\n",
+               queue_pairs, rounds, pct(t, rounds, 50), pct(t, rounds, 99), t[rounds - 1]);
+        frontend_peer_close(&f);
+        ASSERT_EQ(daemon_stop(&d), 0);
+        free(t);
+}
+
+/* The same back-end peer against DPDK virtio-user in server mode (it listens at path and
+ * redoes its whole setup when a back-end connects). */
+static void bench_dpdk_reconnect(const char *path, unsigned rounds) {
+        uint64_t *t = calloc(rounds, sizeof(uint64_t));
+        unsigned done = 0;
+
+        for (unsigned i = 0; i < rounds; i++) {
+                BackendPeer b;
+                usleep(2000);
+                uint64_t t0 = now_us();
+                ASSERT_EQ(backend_peer_open(&b, path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+                /* DRIVER_OK: SET_STATUS with bit 2 */
+                int r;
+                for (;;) {
+                        r = backend_peer_serve_one(&b, 10000);
+                        if (r <= 0)
+                                break;
+                        const VuMsg *m = &b.log[b.n_log - 1];
+                        if (m->hdr.request == VU_SET_STATUS && (m->payload.u64 & 4))
+                                break;
+                }
+                if (r <= 0) {
+                        fprintf(stderr, "dpdk-reconnect: round %u: %s\n", i, r == 0 ? "closed" : strerror(-r));
+                        backend_peer_close(&b);
+                        continue;
+                }
+                t[done++] = now_us() - t0;
+                backend_peer_close(&b);
+        }
+        ASSERT(done > 0);
+        qsort(t, done, sizeof(uint64_t), cmp_u64);
+        printf("result bench=dpdk-reconnect rounds=%u p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64 "\n",
+               done, pct(t, done, 50), pct(t, done, 99), t[done - 1]);
+        free(t);
+}
+
+/* ---- many ports ---------------------------------------------------------------------- */
+
+typedef struct Many {
+        Daemon d;
+        unsigned n;
+        FrontendPeer *fe;
+        BackendPeer *be;
+        bool *up;
+        uint64_t *t_conn, *t_up;
+        unsigned *replays;
+        int epfd;
+} Many;
+
+static void many_start(Many *m, unsigned n, unsigned handoff_ms) {
+        char extra[128], port_extra[160];
+
+        memset(m, 0, sizeof(*m));
+        m->n = n;
+        raise_nofile();
+        setenv("VHOST_RECOND_QUIET", "1", 1);
+        snprintf(extra, sizeof(extra), "replay_handoff_ms = %u;", handoff_ms);
+        /* the daemon answers the front-ends' setup itself: no back-end before the storm */
+        snprintf(port_extra, sizeof(port_extra), "features = 0x%" PRIx64 "L; protocol_features = 0x%" PRIx64 "L;",
+                 (uint64_t) NET_TEST_FEATURES, (uint64_t) NET_TEST_PROTOCOL_FEATURES);
+        daemon_start_full(&m->d, n, extra, port_extra, "server", "server", 100);
+        m->fe = calloc(n, sizeof(FrontendPeer));
+        m->be = calloc(n, sizeof(BackendPeer));
+        m->up = calloc(n, sizeof(bool));
+        m->t_conn = calloc(n, sizeof(uint64_t));
+        m->t_up = calloc(n, sizeof(uint64_t));
+        m->replays = calloc(n, sizeof(unsigned));
+        for (unsigned i = 0; i < n; i++) {
+                char fe[128];
+                daemon_path(&m->d, i, false, fe, sizeof(fe));
+                ASSERT_EQ(frontend_peer_open(&m->fe[i], fe, MEM), 0);
+                ASSERT_EQ(frontend_peer_setup(&m->fe[i], 2, RING_NUM, UINT64_MAX), 0);
+                m->be[i].fd = -1;
+        }
+        m->epfd = epoll_create1(EPOLL_CLOEXEC);
+        ASSERT(m->epfd >= 0);
+}
+
+static void many_stop(Many *m) {
+        for (unsigned i = 0; i < m->n; i++) {
+                if (m->be[i].fd >= 0)
+                        backend_peer_close(&m->be[i]);
+                frontend_peer_close(&m->fe[i]);
+        }
+        close(m->epfd);
+        ASSERT_EQ(daemon_stop(&m->d), 0);
+        free(m->fe);
+        free(m->be);
+        free(m->up);
+        free(m->t_conn);
+        free(m->t_up);
+        free(m->replays);
+}
+
+static void backend_connect(Many *m, unsigned i) {
+        char be[128];
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        daemon_path(&m->d, i, true, be, sizeof(be));
+        strcpy(sa.sun_path, be);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT(fd >= 0);
+        m->t_conn[i] = now_us();
+        ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
+        backend_peer_init_fd(&m->be[i], fd, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES);
+        m->up[i] = false;
+        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
+        ASSERT(epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) == 0);
+}
+
+/* Serves whatever is ready; returns the ports that saw DRIVER_OK in *up_now. */
+static unsigned serve_ready(Many *m, int timeout_ms, unsigned *up_now, unsigned max_up) {
+        struct epoll_event ev[256];
+        unsigned n_up = 0;
+        int k = epoll_wait(m->epfd, ev, ELEMENTSOF(ev), timeout_ms);
+        for (int j = 0; j < k; j++) {
+                unsigned i = ev[j].data.u32;
+                BackendPeer *b = &m->be[i];
+                int r = backend_peer_serve_one(b, 1000);
+                if (r <= 0) {
+                        fprintf(stderr, "port%u: back-end peer: %s\n", i, r == 0 ? "closed by the daemon" : strerror(-r));
+                        exit(1);
+                }
+                const VuMsg *msg = &b->log[b->n_log - 1];
+                if (msg->hdr.request == VU_SET_STATUS && msg->payload.u64 == 0xf && !m->up[i]) {
+                        m->up[i] = true;
+                        m->t_up[i] = now_us();
+                        if (n_up < max_up)
+                                up_now[n_up++] = i;
+                }
+        }
+        return n_up;
+}
+
+static void backend_close(Many *m, unsigned i) {
+        (void) epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->be[i].fd, NULL);
+        backend_peer_close(&m->be[i]);
+        m->be[i].fd = -1;
+}
+
+static double mean_u64(const uint64_t *v, size_t n) {
+        double s = 0;
+        for (size_t i = 0; i < n; i++)
+                s += v[i];
+        return s / n;
+}
+
+/* Every back-end connects at once; time until all saw DRIVER_OK, and each port's wait. */
+static void bench_storm(unsigned n, unsigned rounds, unsigned handoff_ms) {
+        Many m;
+        uint64_t *all_up = calloc(rounds, sizeof(uint64_t));
+        uint64_t *wait = calloc((size_t) n * rounds, sizeof(uint64_t));
+        unsigned up_now[256];
+
+        many_start(&m, n, handoff_ms);
+        for (unsigned r = 0; r < rounds; r++) {
+                uint64_t t0 = now_us();
+                for (unsigned i = 0; i < n; i++)
+                        backend_connect(&m, i);
+                unsigned up = 0;
+                while (up < n)
+                        up += serve_ready(&m, 5000, up_now, ELEMENTSOF(up_now));
+                uint64_t last = 0;
+                for (unsigned i = 0; i < n; i++) {
+                        wait[(size_t) r * n + i] = m.t_up[i] - m.t_conn[i];
+                        last = MAX(last, m.t_up[i]);
+                }
+                all_up[r] = last - t0;
+                for (unsigned i = 0; i < n; i++)
+                        backend_close(&m, i);
+                usleep(300000);         /* every link down again */
+        }
+        size_t nw = (size_t) n * rounds;
+        qsort(wait, nw, sizeof(uint64_t), cmp_u64);
+        qsort(all_up, rounds, sizeof(uint64_t), cmp_u64);
+        double mean = mean_u64(wait, nw);
+        printf("result bench=storm ports=%u rounds=%u handoff_ms=%u all_up_p50_us=%" PRIu64 " all_up_max_us=%" PRIu64
+               " wait_min_us=%" PRIu64 " wait_mean_us=%.0f wait_p99_us=%" PRIu64 " wait_max_us=%" PRIu64
+               " max_over_mean=%.2f\n",
+               n, rounds, handoff_ms, pct(all_up, rounds, 50), all_up[rounds - 1], wait[0], mean, pct(wait, nw, 99),
+               wait[nw - 1], wait[nw - 1] / mean);
+        many_stop(&m);
+        free(all_up);
+        free(wait);
+}
+
+typedef struct ControlProbe {
+        char path[160];
+        atomic_bool stop;
+        uint64_t *lat;
+        size_t n, cap;
+} ControlProbe;
+
+/* ListPorts every 10 ms until stopped, timing each call. */
+static void *control_probe(void *userdata) {
+        ControlProbe *cp = userdata;
+        while (!atomic_load(&cp->stop)) {
+                uint64_t t0 = now_us();
+                json_object *r = control_call_ok(cp->path, "io.vhostrecon.ListPorts", NULL);
+                uint64_t dt = now_us() - t0;
+                json_object_put(r);
+                if (cp->n < cp->cap)
+                        cp->lat[cp->n++] = dt;
+                usleep(10000);
+        }
+        return NULL;
+}
+
+/* Every back-end reconnects as soon as its replay is done, for `secs` seconds; replays per
+ * port, and the control socket's ListPorts latency meanwhile. */
+static void bench_flap(unsigned n, unsigned secs, unsigned handoff_ms) {
+        Many m;
+        ControlProbe cp = { .cap = 100000 };
+        pthread_t thread;
+        unsigned up_now[256];
+
+        many_start(&m, n, handoff_ms);
+        snprintf(cp.path, sizeof(cp.path), "%s/control", m.d.dir);
+        cp.lat = calloc(cp.cap, sizeof(uint64_t));
+        ASSERT(pthread_create(&thread, NULL, control_probe, &cp) == 0);
+
+        uint64_t end = now_us() + (uint64_t) secs * 1000000;
+        for (unsigned i = 0; i < n; i++)
+                backend_connect(&m, i);
+        while (now_us() < end) {
+                unsigned k = serve_ready(&m, 100, up_now, ELEMENTSOF(up_now));
+                for (unsigned j = 0; j < k; j++) {
+                        unsigned i = up_now[j];
+                        m.replays[i]++;
+                        backend_close(&m, i);
+                        backend_connect(&m, i);
+                }
+        }
+        atomic_store(&cp.stop, true);
+        pthread_join(thread, NULL);
+
+        unsigned min = UINT32_MAX, max = 0;
+        uint64_t total = 0;
+        for (unsigned i = 0; i < n; i++) {
+                min = MIN(min, m.replays[i]);
+                max = MAX(max, m.replays[i]);
+                total += m.replays[i];
+        }
+        double mean = (double) total / n;
+        qsort(cp.lat, cp.n, sizeof(uint64_t), cmp_u64);
+        printf("result bench=flap ports=%u seconds=%u handoff_ms=%u replays_total=%" PRIu64
+               " per_port_min=%u per_port_mean=%.1f per_port_max=%u min_over_mean=%.2f"
+               " list_calls=%zu list_p50_us=%" PRIu64 " list_p99_us=%" PRIu64 " list_max_us=%" PRIu64 "\n",
+               n, secs, handoff_ms, total, min, mean, max, min / mean, cp.n, pct(cp.lat, cp.n, 50),
+               pct(cp.lat, cp.n, 99), cp.lat[cp.n - 1]);
+        free(cp.lat);
+        many_stop(&m);
+}
+
+/* Memory per idle port, and the CPU an idle daemon uses. */
+static void bench_idle(unsigned n, unsigned secs) {
+        Daemon d1;
+        Many m;
+        long rss1 = 0, anon1 = 0, rss_cfg = 0, anon_cfg = 0, rss_dev = 0, anon_dev = 0, w0, w1;
+        uint64_t cpu0, cpu1;
+
+        raise_nofile();
+        setenv("VHOST_RECOND_QUIET", "1", 1);
+        daemon_start(&d1, 1, NULL);
+        usleep(200000);
+        read_proc(d1.pid, &rss1, &anon1, &cpu0, &w0);
+        ASSERT_EQ(daemon_stop(&d1), 0);
+
+        Daemon dn;
+        daemon_start(&dn, n, NULL);
+        usleep(200000);
+        read_proc(dn.pid, &rss_cfg, &anon_cfg, &cpu0, &w0);
+        ASSERT_EQ(daemon_stop(&dn), 0);
+
+        /* n ports, each with a front-end's device set up and no back-end */
+        many_start(&m, n, 0);
+        usleep(200000);
+        read_proc(m.d.pid, &rss_dev, &anon_dev, &cpu0, &w0);
+        sleep(secs);
+        read_proc(m.d.pid, &rss_dev, &anon_dev, &cpu1, &w1);
+        long hz = sysconf(_SC_CLK_TCK);
+        printf("result bench=idle ports=%u rss_1port_kib=%ld rss_configured_kib=%ld rss_with_devices_kib=%ld"
+               " per_port_configured_kib=%.1f per_port_with_device_kib=%.1f anon_per_port_with_device_kib=%.1f"
+               " idle_seconds=%u cpu_ms=%.0f wakeups=%ld\n",
+               n, rss1, rss_cfg, rss_dev, (double) (rss_cfg - rss1) / (n - 1), (double) (rss_dev - rss1) / (n - 1),
+               (double) (anon_dev - anon1) / (n - 1), secs, (cpu1 - cpu0) * 1000.0 / hz, w1 - w0);
+        many_stop(&m);
+}
+
+int main(int argc, char **argv) {
+        signal(SIGPIPE, SIG_IGN);
+        if (argc >= 4 && !strcmp(argv[1], "replay"))
+                bench_replay(atoi(argv[2]), atoi(argv[3]));
+        else if (argc >= 4 && !strcmp(argv[1], "dpdk-reconnect"))
+                bench_dpdk_reconnect(argv[2], atoi(argv[3]));
+        else if (argc >= 5 && !strcmp(argv[1], "storm"))
+                bench_storm(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+        else if (argc >= 5 && !strcmp(argv[1], "flap"))
+                bench_flap(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+        else if (argc >= 4 && !strcmp(argv[1], "idle"))
+                bench_idle(atoi(argv[2]), atoi(argv[3]));
+        else {
+                fprintf(stderr, "usage: see the top of tests/bench/bench.c, or run tests/bench/run-bench.sh\n");
+                return 2;
+        }
+        return 0;
+}
