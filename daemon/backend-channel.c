@@ -14,7 +14,7 @@
 struct BackendChannel {
         Port *port;
         int fd[2];                      /* 0: our end of the back-end's channel, 1: the front-end's */
-        sd_event_source *io[2];
+        IoWatch *io[2];
         VuReader reader[2];
         VuWriter writer[2];
         unsigned acks_awaited;          /* relayed requests whose front-end REPLY_ACK is due */
@@ -26,7 +26,7 @@ static void channel_send(BackendChannel *c, int end, const VuMsg *m) {
         if (vu_writer_send(&c->writer[end], c->fd[end], m) < 0)
                 log_warning("%s: back-end channel: cannot pass on a message", c->port->config.name);
         else if (vu_writer_pending(&c->writer[end]))
-                (void) sd_event_source_set_io_events(c->io[end], EPOLLIN | EPOLLOUT);
+                (void) io_watch_set_events(c->io[end], EPOLLIN | EPOLLOUT);
 }
 
 /* Something went wrong on the channel: it is closed; the port goes on without it. */
@@ -44,7 +44,7 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         int r;
 
         if ((revents & EPOLLOUT) && vu_writer_flush(&c->writer[end], fd) > 0)
-                (void) sd_event_source_set_io_events(s, EPOLLIN);
+                (void) io_watch_set_events(c->io[end], EPOLLIN);
 
         for (unsigned n = 0; n < CONNECTION_MESSAGES_PER_DISPATCH && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)); n++) {
                 VuMsg m;
@@ -98,7 +98,7 @@ int backend_channel_new(Port *p, int *ret_backend_end, BackendChannel **ret) {
                 (void) fcntl(c->fd[end], F_SETFL, fcntl(c->fd[end], F_GETFL) | O_NONBLOCK);
                 vu_reader_init(&c->reader[end]);
                 vu_writer_init(&c->writer[end], CONNECTION_MAX_QUEUED);
-                r = sd_event_add_io(p->manager->event, &c->io[end], c->fd[end], EPOLLIN, on_io, c);
+                r = io_watch_add(p->manager->ioset, &c->io[end], c->fd[end], EPOLLIN, on_io, c);
                 if (r < 0) {
                         safe_close(pair[1]);
                         backend_channel_free(c);
@@ -114,7 +114,7 @@ BackendChannel *backend_channel_free(BackendChannel *c) {
         if (!c)
                 return NULL;
         for (int end = 0; end < 2; end++) {
-                sd_event_source_disable_unref(c->io[end]);
+                c->io[end] = io_watch_free(c->io[end]);
                 safe_close(c->fd[end]);
                 vu_reader_reset(&c->reader[end]);
                 vu_writer_clear(&c->writer[end]);

@@ -82,7 +82,7 @@ int connection_new(Port *p, PortSide side, int fd, Connection **ret) {
         (void) getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->peer, &len);
         c->connected_usec = now_usec();
 
-        r = sd_event_add_io(p->manager->event, &c->io, fd, EPOLLIN, connection_io, c);
+        r = io_watch_add(p->manager->ioset, &c->io, fd, EPOLLIN, connection_io, c);
         if (r < 0) {
                 connection_free(c);
                 return r;
@@ -94,7 +94,7 @@ int connection_new(Port *p, PortSide side, int fd, Connection **ret) {
 Connection *connection_free(Connection *c) {
         if (!c)
                 return NULL;
-        sd_event_source_disable_unref(c->io);
+        c->io = io_watch_free(c->io);
         safe_close(c->fd);
         vu_reader_reset(&c->reader);
         vu_writer_clear(&c->writer);
@@ -111,7 +111,7 @@ int connection_send(Connection *c, const VuMsg *m) {
         if (r < 0) {
                 c->failed = r;
                 /* EPOLLOUT makes the dispatch close it, even while throttled */
-                (void) sd_event_source_set_io_events(c->io, EPOLLIN | EPOLLOUT);
+                (void) io_watch_set_events(c->io, EPOLLIN | EPOLLOUT);
                 return r;
         }
         connection_update_events(c);
@@ -121,5 +121,5 @@ int connection_send(Connection *c, const VuMsg *m) {
 void connection_update_events(Connection *c) {
         uint32_t events = (c->throttled ? 0 : EPOLLIN) | (vu_writer_pending(&c->writer) ? EPOLLOUT : 0);
         /* with no events left, epoll still reports a hang-up */
-        (void) sd_event_source_set_io_events(c->io, events);
+        (void) io_watch_set_events(c->io, events);
 }

@@ -9,6 +9,7 @@
 #include <systemd/sd-event.h>
 
 #include "io.h"
+#include "ioset.h"
 
 typedef struct Port Port;
 
@@ -23,7 +24,7 @@ typedef struct Connection {
         Port *port;
         PortSide side;
         int fd;
-        sd_event_source *io;
+        IoWatch *io;
         VuReader reader;
         VuWriter writer;
         struct ucred peer;

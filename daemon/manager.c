@@ -207,7 +207,8 @@ int manager_new(Manager **ret) {
             (r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m)) < 0)
                 return r;
-        if ((r = sd_event_add_post(m->event, &m->handoff_check, on_handoff_check, m)) < 0)
+        if ((r = sd_event_add_post(m->event, &m->handoff_check, on_handoff_check, m)) < 0 ||
+            (r = ioset_new(m->event, &m->ioset)) < 0)
                 return r;
         /* A peer closing its socket must not kill the daemon. */
         signal(SIGPIPE, SIG_IGN);
@@ -228,6 +229,7 @@ Manager *manager_free(Manager *m) {
         passed_fds_close_rest(m);
         for (size_t i = 0; i < m->n_ports; i++)
                 port_free(m->ports[i]);
+        m->ioset = ioset_free(m->ioset);
         link_map_free(m->link_map);
         free(m->ports);
         config_free(m->config);
@@ -361,7 +363,7 @@ void manager_replay_begin(Manager *m, Port *p) {
 void manager_replay_end(Manager *m, Port *p) {
         replay_unlink(m, p);
         if (p->replay_boosted && p->backend)
-                (void) sd_event_source_set_priority(p->backend->io, SD_EVENT_PRIORITY_NORMAL);
+                (void) io_watch_set_boost(p->backend->io, false);
         p->replay_boosted = false;
 }
 
@@ -378,7 +380,7 @@ static int on_handoff_check(sd_event_source *s, void *userdata) {
                 replay_unlink(m, p);
                 p->replay_boosted = true;
                 p->stats.handoffs++;
-                (void) sd_event_source_set_priority(p->backend->io, SD_EVENT_PRIORITY_IMPORTANT);
+                (void) io_watch_set_boost(p->backend->io, true);
         }
         return 0;
 }

@@ -9,6 +9,7 @@
 #include <systemd/sd-event.h>
 
 #include "config.h"
+#include "ioset.h"
 #include "macro.h"
 
 #include <json-c/json.h>
@@ -42,6 +43,7 @@ typedef struct Manager {
         /* replays under way and not yet boosted, oldest first; checked after every dispatch */
         Port *replay_head, *replay_tail;
         sd_event_source *handoff_check;
+        IoSet *ioset;                   /* the ports' sockets (see ioset.h) */
         Config *config;
         Port **ports;
         size_t n_ports;

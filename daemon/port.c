@@ -246,8 +246,7 @@ static int open_side(Port *p, PortSide side) {
                                        p->config.socket_group);
         if (r < 0)
                 return log_error_errno(r, "%s: cannot listen on %s: %m", p->config.name, sc->path);
-        r = sd_event_add_io(p->manager->event, &p->listen_source[side], p->listen_fd[side], EPOLLIN,
-                            port_accept, p);
+        r = io_watch_add(p->manager->ioset, &p->listen_source[side], p->listen_fd[side], EPOLLIN, port_accept, p);
         if (r < 0)
                 return log_error_errno(r, "%s: cannot watch %s: %m", p->config.name, sc->path);
         return 0;
@@ -286,7 +285,7 @@ Port *port_free(Port *p) {
         backend_clear_pending(p);
         frontend_items_free(p);
         for (int s = 0; s < _PORT_SIDE_MAX; s++) {
-                sd_event_source_disable_unref(p->listen_source[s]);
+                p->listen_source[s] = io_watch_free(p->listen_source[s]);
                 safe_close(p->listen_fd[s]);
                 const char *path = s == PORT_FRONTEND ? p->config.frontend.path : p->config.backend.path;
                 if (path && p->listen_fd[s] >= 0 && !p->listen_from_unit[s] && !p->manager->keep_sockets)
@@ -304,7 +303,7 @@ Port *port_free(Port *p) {
 void port_stop_listening(Port *p) {
         for (int s = 0; s < _PORT_SIDE_MAX; s++)
                 if (p->listen_source[s])
-                        (void) sd_event_source_set_enabled(p->listen_source[s], SD_EVENT_OFF);
+                        (void) io_watch_set_enabled(p->listen_source[s], false);
 }
 
 static bool connection_idle(const Connection *c) {

@@ -75,7 +75,7 @@ typedef struct Port {
         Shadow shadow;
 
         int listen_fd[_PORT_SIDE_MAX];
-        sd_event_source *listen_source[_PORT_SIDE_MAX];
+        IoWatch *listen_source[_PORT_SIDE_MAX];
         bool listen_from_unit[_PORT_SIDE_MAX]; /* a socket unit's: never unlinked nor stored */
 
         /* mode = "client": vhost-recond connects, and reconnects with a capped backoff */
