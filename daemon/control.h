@@ -14,6 +14,7 @@ typedef struct ControlServer ControlServer;
 
 #define CONTROL_MAX_CLIENTS     128
 #define CONTROL_MAX_MESSAGE     (64u * 1024)
+#define CONTROL_PRIORITY SD_EVENT_PRIORITY_IMPORTANT
 #define CONTROL_MAX_QUEUED      (4u * 1024 * 1024)
 #define CONTROL_STALL_USEC      (5 * 1000000ull)
 

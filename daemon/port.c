@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "log.h"
 #include "manager.h"
 #include "port.h"
+#include "varlink.h"
 #include "backend-channel.h"
 #include "backend.h"
 #include "replay.h"
@@ -440,6 +442,30 @@ void port_stats_from_json(PortStats *s, json_object *o) {
 #define GET(f) s->f = json_object_object_get_ex(o, #f, &v) ? json_object_get_uint64(v) : 0;
         STATS_FIELDS(GET)
 #undef GET
+}
+
+void port_summary_write(const Port *p, FILE *f) {
+        fputs("{\"name\":", f);
+        varlink_write_string(f, p->config.name);
+        fprintf(f, ",\"link\":\"%s\"", p->link_up ? "up" : "down");
+        for (PortSide side = 0; side < _PORT_SIDE_MAX; side++) {
+                const Connection *conn = side == PORT_FRONTEND ? p->frontend : p->backend;
+                fprintf(f, ",\"%s\":{\"connected\":%s", side == PORT_FRONTEND ? "frontend" : "backend",
+                        conn ? "true" : "false");
+                if (conn)
+                        fprintf(f, ",\"pid\":%d", (int) conn->peer.pid);
+                if (side == PORT_BACKEND)
+                        fprintf(f, ",\"state\":\"%s\"", backend_state_to_string(p->backend_state));
+                fputc('}', f);
+        }
+        fprintf(f, ",\"counters\":{\"replays_ok\":%" PRIu64 ",\"replays_failed\":%" PRIu64
+                   ",\"last_replay_usec\":%" PRIu64 ",\"last_outage_usec\":%" PRIu64 "},\"last_error\":",
+                p->stats.replays_ok, p->stats.replays_failed, p->stats.last_replay_usec, p->stats.last_outage_usec);
+        if (p->last_error[0])
+                varlink_write_string(f, p->last_error);
+        else
+                fputs("null", f);
+        fputc('}', f);
 }
 
 json_object *port_to_json(const Port *p) {

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <json-c/json.h>
 #include <systemd/sd-event.h>
 
@@ -147,6 +148,8 @@ void port_drop_backend(Port *p, const char *reason);
 int port_disconnect(Port *p, PortSide side);
 /* Everything vhostctl shows of a port. */
 json_object *port_to_json(const Port *p);
+/* What `vhostctl list` shows, for ListPorts, as JSON text: about 220 bytes a port. */
+void port_summary_write(const Port *p, FILE *f);
 /* The counters alone, as vhostctl shows them and the fd store keeps them. */
 json_object *port_stats_to_json(const PortStats *s);
 void port_stats_from_json(PortStats *s, json_object *o);

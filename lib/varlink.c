@@ -129,6 +129,19 @@ static char *serialize(json_object *o, size_t *ret_size) {
         return m;
 }
 
+void varlink_write_string(FILE *f, const char *s) {
+        fputc('"', f);
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+                if (*p == '"' || *p == '\\')
+                        fprintf(f, "\\%c", *p);
+                else if (*p < 0x20)
+                        fprintf(f, "\\u%04x", *p);
+                else
+                        fputc(*p, f);
+        }
+        fputc('"', f);
+}
+
 char *varlink_reply_new(json_object *parameters, bool continues, size_t *ret_size) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "parameters", parameters ? parameters : json_object_new_object());

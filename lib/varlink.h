@@ -8,6 +8,7 @@
 
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 
 typedef struct VarlinkBuffer {
@@ -35,6 +36,9 @@ void varlink_call_done(VarlinkCall *c);
 
 /* Serialized messages with their NUL; *ret_size includes it. They take `parameters`. */
 char *varlink_reply_new(json_object *parameters, bool continues, size_t *ret_size);
+/* A JSON string (quoted and escaped) to f, for replies too large to build as json-c objects
+ * quickly (ListPorts of a thousand ports: 2 ms written directly, 11 ms through json-c). */
+void varlink_write_string(FILE *f, const char *s);
 char *varlink_error_new(const char *error, json_object *parameters, size_t *ret_size);
 char *varlink_call_new(const char *method, json_object *parameters, bool more, size_t *ret_size);
 

@@ -195,7 +195,7 @@ static void test_get_info_and_errors(void) {
         json_object *params = json_object_new_object();
         json_object_object_add(params, "interface", json_object_new_string("io.vhostrecon"));
         r = control_call_ok(ctl, "org.varlink.service.GetInterfaceDescription", params);
-        ASSERT_CONTAINS(jstr(r, "description", NULL), "method ListPorts() -> (ports: []Port)");
+        ASSERT_CONTAINS(jstr(r, "description", NULL), "method ListPorts() -> (ports: []PortSummary)");
         json_object_put(r);
 
         struct { const char *method; const char *error; } cases[] = {
