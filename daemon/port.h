@@ -89,6 +89,7 @@ typedef struct Port {
         BackendState backend_state;
         uint64_t backend_protocol_features;     /* negotiated with the current back-end */
         bool backend_owner_sent;
+        bool probe_pf_sent;             /* GET_PROTOCOL_FEATURES went with GET_FEATURES */
 
         FrontendItem *fe_head, *fe_tail;
         unsigned fe_queued;             /* items between fe_head and fe_tail */

@@ -26,6 +26,10 @@ void replay_start(Port *p) {
         if (backend_send(p, &m, PENDING_PROBE, NULL) >= 0)
                 p->backend_owner_sent = true;
         (void) send_probe(p, VU_GET_FEATURES);
+        /* A front-end that negotiated protocol features needs a back-end that has them (or
+         * the replay is refused anyway): ask for them at once, one round trip less. */
+        p->probe_pf_sent = p->shadow.features_set && (p->shadow.features & VU_BIT(VU_F_PROTOCOL_FEATURES)) &&
+                send_probe(p, VU_GET_PROTOCOL_FEATURES) >= 0;
 }
 
 /* Kick every started ring and signal every call fd once, so that nothing queued during the
@@ -156,11 +160,13 @@ int replay_reply(Port *p, const Pending *pd, const VuMsg *m) {
         if (pd->origin == PENDING_PROBE) {
                 shadow_record_backend(&p->shadow, pd->request, m->payload.u64);
                 if (pd->request == VU_GET_FEATURES) {
-                        if (m->payload.u64 & VU_BIT(VU_F_PROTOCOL_FEATURES))
-                        {
-                                (void) send_probe(p, VU_GET_PROTOCOL_FEATURES);
-                                return 0;
+                        if (m->payload.u64 & VU_BIT(VU_F_PROTOCOL_FEATURES)) {
+                                if (!p->probe_pf_sent)
+                                        (void) send_probe(p, VU_GET_PROTOCOL_FEATURES);
+                                return 0;       /* its answer runs the replay */
                         }
+                        /* without them: incompatible if the front-end has them, which
+                         * replay_run says (an answer to an early probe is not awaited) */
                         shadow_record_backend(&p->shadow, VU_GET_PROTOCOL_FEATURES, 0);
                 }
                 return replay_run(p);
