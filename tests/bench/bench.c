@@ -131,7 +131,9 @@ static void bench_dpdk_reconnect(const char *path, unsigned rounds) {
                 BackendPeer b;
                 usleep(2000);
                 uint64_t t0 = now_us();
-                ASSERT_EQ(backend_peer_open(&b, path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+                /* MQ and CTRL_VQ too: virtio-user with queues=4,cq=1 needs them */
+                ASSERT_EQ(backend_peer_open(&b, path, NET_TEST_FEATURES | VU_BIT(17) | VU_BIT(22),
+                                            NET_TEST_PROTOCOL_FEATURES), 0);
                 /* DRIVER_OK: SET_STATUS with bit 2 */
                 int r;
                 for (;;) {

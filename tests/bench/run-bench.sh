@@ -45,10 +45,15 @@ dpdk_reconnect() {
     local pid=$!
     for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
     # the first connection is part of testpmd's start-up, not a reconnect
-    "$bench" dpdk-reconnect "$sock" 1 > /dev/null
-    sleep 2
-    "$bench" dpdk-reconnect "$sock" 200 | sed "s/bench=dpdk-reconnect/bench=dpdk-reconnect queue_pairs=$qp/" | tee -a "$out"
-    kill -9 $pid; wait $pid 2>/dev/null || true
+    if "$bench" dpdk-reconnect "$sock" 1 > /dev/null; then
+        sleep 2
+        "$bench" dpdk-reconnect "$sock" 200 | sed "s/bench=dpdk-reconnect/bench=dpdk-reconnect queue_pairs=$qp/" |
+            tee -a "$out" || echo "DPDK reconnect with $qp queue pairs failed; see $WORK/vu$qp.log"
+    else
+        echo "DPDK virtio-user with $qp queue pairs did not come up:"; tail -5 "$WORK/vu$qp.log"
+    fi
+    kill -9 $pid 2>/dev/null || true
+    wait $pid 2>/dev/null || true
 }
 if [ $have_dpdk = 1 ]; then
     dpdk_reconnect 1
