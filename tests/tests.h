@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ASSERT(expr)                                                                    \
         do {                                                                            \
@@ -46,6 +47,19 @@
                         abort();                                                        \
                 }                                                                       \
         } while (0)
+
+/* CLOCK_MONOTONIC in µs, for timing in tests and the benchmark. */
+static inline uint64_t test_now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* qsort() order for uint64_t */
+static inline int test_cmp_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+        return x < y ? -1 : x > y;
+}
 
 typedef struct TestCase {
         const char *name;

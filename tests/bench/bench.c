@@ -34,17 +34,6 @@
 #define MEM (1u << 20)
 #define RING_NUM 256
 
-static uint64_t now_us(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
-}
-
 /* p in [0,100]: nearest-rank percentile of a sorted array */
 static uint64_t pct(const uint64_t *v, size_t n, unsigned p) {
         size_t i = (n * p + 99) / 100;
@@ -107,13 +96,13 @@ static void bench_replay(unsigned queue_pairs, unsigned rounds) {
         backend_peer_close(&b);
         for (unsigned i = 0; i < rounds; i++) {
                 usleep(2000);           /* the daemon has seen the last one go */
-                uint64_t t0 = now_us();
+                uint64_t t0 = test_now_usec();
                 ASSERT_EQ(backend_peer_open(&b, be, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
                 ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
-                t[i] = now_us() - t0;
+                t[i] = test_now_usec() - t0;
                 backend_peer_close(&b);
         }
-        qsort(t, rounds, sizeof(uint64_t), cmp_u64);
+        qsort(t, rounds, sizeof(uint64_t), test_cmp_u64);
         printf("result bench=replay queue_pairs=%u rounds=%u p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64 "\n",
                queue_pairs, rounds, pct(t, rounds, 50), pct(t, rounds, 99), t[rounds - 1]);
         frontend_peer_close(&f);
@@ -130,7 +119,7 @@ static void bench_dpdk_reconnect(const char *path, unsigned rounds) {
         for (unsigned i = 0; i < rounds; i++) {
                 BackendPeer b;
                 usleep(2000);
-                uint64_t t0 = now_us();
+                uint64_t t0 = test_now_usec();
                 /* MQ and CTRL_VQ too: virtio-user with queues=4,cq=1 needs them */
                 ASSERT_EQ(backend_peer_open(&b, path, NET_TEST_FEATURES | VU_BIT(17) | VU_BIT(22),
                                             NET_TEST_PROTOCOL_FEATURES), 0);
@@ -149,11 +138,11 @@ static void bench_dpdk_reconnect(const char *path, unsigned rounds) {
                         backend_peer_close(&b);
                         continue;
                 }
-                t[done++] = now_us() - t0;
+                t[done++] = test_now_usec() - t0;
                 backend_peer_close(&b);
         }
         ASSERT(done > 0);
-        qsort(t, done, sizeof(uint64_t), cmp_u64);
+        qsort(t, done, sizeof(uint64_t), test_cmp_u64);
         printf("result bench=dpdk-reconnect rounds=%u p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64 "\n",
                done, pct(t, done, 50), pct(t, done, 99), t[done - 1]);
         free(t);
@@ -225,7 +214,7 @@ static void backend_connect(Many *m, unsigned i) {
         strcpy(sa.sun_path, be);
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         ASSERT(fd >= 0);
-        m->t_conn[i] = now_us();
+        m->t_conn[i] = test_now_usec();
         ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
         backend_peer_init_fd(&m->be[i], fd, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES);
         m->up[i] = false;
@@ -249,7 +238,7 @@ static unsigned serve_ready(Many *m, int timeout_ms, unsigned *up_now, unsigned 
                 const VuMsg *msg = &b->log[b->n_log - 1];
                 if (msg->hdr.request == VU_SET_STATUS && msg->payload.u64 == 0xf && !m->up[i]) {
                         m->up[i] = true;
-                        m->t_up[i] = now_us();
+                        m->t_up[i] = test_now_usec();
                         if (n_up < max_up)
                                 up_now[n_up++] = i;
                 }
@@ -279,7 +268,7 @@ static void bench_storm(unsigned n, unsigned rounds, unsigned handoff_ms) {
 
         many_start(&m, n, handoff_ms);
         for (unsigned r = 0; r < rounds; r++) {
-                uint64_t t0 = now_us();
+                uint64_t t0 = test_now_usec();
                 for (unsigned i = 0; i < n; i++)
                         backend_connect(&m, i);
                 unsigned up = 0;
@@ -296,8 +285,8 @@ static void bench_storm(unsigned n, unsigned rounds, unsigned handoff_ms) {
                 usleep(300000);         /* every link down again */
         }
         size_t nw = (size_t) n * rounds;
-        qsort(wait, nw, sizeof(uint64_t), cmp_u64);
-        qsort(all_up, rounds, sizeof(uint64_t), cmp_u64);
+        qsort(wait, nw, sizeof(uint64_t), test_cmp_u64);
+        qsort(all_up, rounds, sizeof(uint64_t), test_cmp_u64);
         double mean = mean_u64(wait, nw);
         printf("result bench=storm ports=%u rounds=%u handoff_ms=%u all_up_p50_us=%" PRIu64 " all_up_max_us=%" PRIu64
                " wait_min_us=%" PRIu64 " wait_mean_us=%.0f wait_p99_us=%" PRIu64 " wait_max_us=%" PRIu64
@@ -320,9 +309,9 @@ typedef struct ControlProbe {
 static void *control_probe(void *userdata) {
         ControlProbe *cp = userdata;
         while (!atomic_load(&cp->stop)) {
-                uint64_t t0 = now_us();
+                uint64_t t0 = test_now_usec();
                 json_object *r = control_call_ok(cp->path, "io.vhostrecon.ListPorts", NULL);
-                uint64_t dt = now_us() - t0;
+                uint64_t dt = test_now_usec() - t0;
                 json_object_put(r);
                 if (cp->n < cp->cap)
                         cp->lat[cp->n++] = dt;
@@ -344,10 +333,10 @@ static void bench_flap(unsigned n, unsigned secs, unsigned handoff_ms) {
         cp.lat = calloc(cp.cap, sizeof(uint64_t));
         ASSERT(pthread_create(&thread, NULL, control_probe, &cp) == 0);
 
-        uint64_t end = now_us() + (uint64_t) secs * 1000000;
+        uint64_t end = test_now_usec() + (uint64_t) secs * 1000000;
         for (unsigned i = 0; i < n; i++)
                 backend_connect(&m, i);
-        while (now_us() < end) {
+        while (test_now_usec() < end) {
                 unsigned k = serve_ready(&m, 100, up_now, ELEMENTSOF(up_now));
                 for (unsigned j = 0; j < k; j++) {
                         unsigned i = up_now[j];
@@ -367,7 +356,7 @@ static void bench_flap(unsigned n, unsigned secs, unsigned handoff_ms) {
                 total += m.replays[i];
         }
         double mean = (double) total / n;
-        qsort(cp.lat, cp.n, sizeof(uint64_t), cmp_u64);
+        qsort(cp.lat, cp.n, sizeof(uint64_t), test_cmp_u64);
         printf("result bench=flap ports=%u seconds=%u handoff_ms=%u replays_total=%" PRIu64
                " per_port_min=%u per_port_mean=%.1f per_port_max=%u min_over_mean=%.2f"
                " list_calls=%zu list_p50_us=%" PRIu64 " list_p99_us=%" PRIu64 " list_max_us=%" PRIu64 "\n",

@@ -70,6 +70,18 @@ json_object *control_call_ok(const char *path, const char *method, json_object *
         return r;
 }
 
+int64_t control_port_counter(const char *path, const char *port, const char *counter) {
+        json_object *params = json_object_new_object();
+        json_object_object_add(params, "name", json_object_new_string(port));
+        json_object *r = control_call_ok(path, "io.vhostrecon.GetPort", params);
+        json_object *c = json_object_object_get(json_object_object_get(r, "port"), "counters");
+        json_object *v = json_object_object_get(c, counter);
+        ASSERT(v);
+        int64_t n = json_object_get_int64(v);
+        json_object_put(r);
+        return n;
+}
+
 bool control_client_closed(ControlClient *c, int timeout_ms) {
         struct pollfd p = { .fd = c->fd, .events = POLLIN };
         char buf[4096];

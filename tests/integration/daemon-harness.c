@@ -129,6 +129,20 @@ int daemon_fd_count(const Daemon *d) {
         return n;
 }
 
+long daemon_rss_kib(const Daemon *d) {
+        char path[64], line[256];
+        long kib = -1;
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) d->pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -1;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+                        break;
+        fclose(f);
+        return kib;
+}
+
 int daemon_stop(Daemon *d) {
         int status = 0;
         kill(d->pid, SIGTERM);

@@ -34,3 +34,5 @@ bool daemon_log_wait(Daemon *d, const char *needle, int timeout_ms);
 char *daemon_log_read(const Daemon *d);
 /* Number of open fds of the daemon process. */
 int daemon_fd_count(const Daemon *d);
+/* The daemon's VmRSS in KiB (-1 if it cannot be read). */
+long daemon_rss_kib(const Daemon *d);

@@ -22,31 +22,6 @@
 #define MEM (1u << 20)
 #define ROUNDS 30
 
-static uint64_t now_us(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static long rss_kib(pid_t pid) {
-        char path[64], line[256];
-        long kib = -1;
-        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -1;
-        while (fgets(line, sizeof(line), f))
-                if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-                        break;
-        fclose(f);
-        return kib;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
-}
-
 /* A child that sends GET_FEATURES on port0 as fast as it can; with `read_answers` it also
  * reads every answer (the most work it can make the daemon do), without it never (the daemon
  * must pause it). Reports how many it sent on `out` when killed with SIGTERM. */
@@ -125,21 +100,21 @@ static Figures measure(Daemon *d, const char *be1) {
         snprintf(ctl, sizeof(ctl), "%s/control", d->dir);
         for (unsigned i = 0; i < ROUNDS; i++) {
                 BackendPeer b;
-                uint64_t t0 = now_us();
+                uint64_t t0 = test_now_usec();
                 ASSERT_EQ(backend_peer_open(&b, be1, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
                 /* a starved port would hit this timeout */
                 ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, 1000), 0);
-                replay[i] = now_us() - t0;
+                replay[i] = test_now_usec() - t0;
                 backend_peer_close(&b);
 
-                t0 = now_us();
+                t0 = test_now_usec();
                 json_object *r = control_call_ok(ctl, "io.vhostrecon.ListPorts", NULL);
-                list[i] = now_us() - t0;
+                list[i] = test_now_usec() - t0;
                 ASSERT_EQ(json_object_array_length(json_object_object_get(r, "ports")), 2);
                 json_object_put(r);
         }
-        qsort(replay, ROUNDS, sizeof(uint64_t), cmp_u64);
-        qsort(list, ROUNDS, sizeof(uint64_t), cmp_u64);
+        qsort(replay, ROUNDS, sizeof(uint64_t), test_cmp_u64);
+        qsort(list, ROUNDS, sizeof(uint64_t), test_cmp_u64);
         return (Figures) { replay[ROUNDS / 2], replay[ROUNDS - 1], list[ROUNDS / 2], list[ROUNDS - 1] };
 }
 
@@ -170,9 +145,9 @@ static void test_flood(void) {
         /* a flooder reading its answers: the daemon works flat out for it */
         pid_t pid = flooder_start(fe[0], true, &count_fd);
         usleep(200000);
-        uint64_t t0 = now_us();
+        uint64_t t0 = test_now_usec();
         Figures busy = measure(&d, be[1]);
-        uint64_t secs_us = now_us() - t0;
+        uint64_t secs_us = test_now_usec() - t0;
         uint64_t sent = flooder_stop(pid, count_fd);
         print_figures("flood, answers read:", busy);
         printf("  the flooder sent %" PRIu64 " requests (%.0f per second)\n", sent,
@@ -181,11 +156,11 @@ static void test_flood(void) {
 
         /* a flooder that never reads: paused once its answers pile up, the daemon's memory
          * stays bounded, and the others still go on */
-        long rss0 = rss_kib(d.pid);
+        long rss0 = daemon_rss_kib(&d);
         pid = flooder_start(fe[0], false, &count_fd);
         usleep(500000);
         Figures stuck = measure(&d, be[1]);
-        long rss1 = rss_kib(d.pid);
+        long rss1 = daemon_rss_kib(&d);
         sent = flooder_stop(pid, count_fd);
         print_figures("flood, answers never read:", stuck);
         printf("  the flooder got %" PRIu64 " requests in before it was paused; daemon RSS %ld -> %ld KiB\n",
@@ -195,12 +170,7 @@ static void test_flood(void) {
 
         char ctl[128];
         snprintf(ctl, sizeof(ctl), "%s/control", d.dir);
-        json_object *params = json_object_new_object();
-        json_object_object_add(params, "name", json_object_new_string("port0"));
-        json_object *r = control_call_ok(ctl, "io.vhostrecon.GetPort", params);
-        json_object *c = json_object_object_get(json_object_object_get(r, "port"), "counters");
-        int64_t throttled = json_object_get_int64(json_object_object_get(c, "throttled"));
-        json_object_put(r);
+        int64_t throttled = control_port_counter(ctl, "port0", "throttled");
         printf("  port0 was paused %" PRId64 " times\n", throttled);
         ASSERT(throttled >= 1);
 

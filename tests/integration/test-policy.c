@@ -31,59 +31,57 @@ static void become(uid_t uid, gid_t gid) {
                 _exit(PEER_BROKEN);
 }
 
-/* A front-end as uid/gid: PEER_SERVED when GET_FEATURES is answered, PEER_REFUSED when
- * the daemon closes the connection instead. */
-static int frontend_as(const char *path, uid_t uid, gid_t gid) {
+/* Runs peer(path) in a child as uid/gid; its exit code is the verdict. */
+static int as_peer(int (*peer)(const char *path), const char *path, uid_t uid, gid_t gid) {
         pid_t pid = fork();
         ASSERT(pid >= 0);
         if (pid == 0) {
                 become(uid, gid);
-                int fd = peer_connect(path, 2000);
-                if (fd < 0)
-                        _exit(PEER_BROKEN);
-                VuMsg m, reply;
-                vu_msg_init(&m, VU_GET_FEATURES, 0);
-                (void) vu_send_blocking(fd, &m);        /* may already fail: the daemon closed */
-                int r = vu_recv_blocking(fd, &reply, 3000, NULL);
-                _exit(r >= 0 ? PEER_SERVED : r == -ECONNRESET || r == -EPIPE ? PEER_REFUSED : PEER_BROKEN);
+                _exit(peer(path));
         }
         int status;
         ASSERT(waitpid(pid, &status, 0) == pid);
         return WIFEXITED(status) ? WEXITSTATUS(status) : PEER_BROKEN;
 }
 
-/* A back-end as uid/gid: PEER_SERVED when the daemon sends it a request (the probe),
- * PEER_REFUSED when it closes without a word. */
+/* A front-end: PEER_SERVED when GET_FEATURES is answered, PEER_REFUSED when the daemon
+ * closes the connection instead. */
+static int frontend_child(const char *path) {
+        int fd = peer_connect(path, 2000);
+        if (fd < 0)
+                return PEER_BROKEN;
+        VuMsg m, reply;
+        vu_msg_init(&m, VU_GET_FEATURES, 0);
+        (void) vu_send_blocking(fd, &m);        /* may already fail: the daemon closed */
+        int r = vu_recv_blocking(fd, &reply, 3000, NULL);
+        return r >= 0 ? PEER_SERVED : r == -ECONNRESET || r == -EPIPE ? PEER_REFUSED : PEER_BROKEN;
+}
+
+/* A back-end: PEER_SERVED when the daemon sends it a request (the probe), PEER_REFUSED
+ * when it closes without a word. */
+static int backend_child(const char *path) {
+        int fd = peer_connect(path, 2000);
+        if (fd < 0)
+                return PEER_BROKEN;
+        VuMsg m;
+        int r = vu_recv_blocking(fd, &m, 3000, NULL);
+        return r >= 0 ? PEER_SERVED : r == -ECONNRESET ? PEER_REFUSED : PEER_BROKEN;
+}
+
+static int frontend_as(const char *path, uid_t uid, gid_t gid) {
+        return as_peer(frontend_child, path, uid, gid);
+}
+
 static int backend_as(const char *path, uid_t uid, gid_t gid) {
-        pid_t pid = fork();
-        ASSERT(pid >= 0);
-        if (pid == 0) {
-                become(uid, gid);
-                int fd = peer_connect(path, 2000);
-                if (fd < 0)
-                        _exit(PEER_BROKEN);
-                VuMsg m;
-                int r = vu_recv_blocking(fd, &m, 3000, NULL);
-                _exit(r >= 0 ? PEER_SERVED : r == -ECONNRESET ? PEER_REFUSED : PEER_BROKEN);
-        }
-        int status;
-        ASSERT(waitpid(pid, &status, 0) == pid);
-        return WIFEXITED(status) ? WEXITSTATUS(status) : PEER_BROKEN;
+        return as_peer(backend_child, path, uid, gid);
 }
 
 static int64_t refused_peers(const Daemon *d) {
         char ctl[128];
         snprintf(ctl, sizeof(ctl), "%s/control", d->dir);
-        json_object *params = json_object_new_object();
-        json_object_object_add(params, "name", json_object_new_string("port0"));
-        json_object *r = control_call_ok(ctl, "io.vhostrecon.GetPort", params);
-        json_object *c = json_object_object_get(json_object_object_get(r, "port"), "counters");
-        int64_t n = json_object_get_int64(json_object_object_get(c, "refused_peers"));
-        json_object_put(r);
-        return n;
+        return control_port_counter(ctl, "port0", "refused_peers");
 }
 
-/* features set: GET_FEATURES is answered before any back-end was seen */
 static void start(Daemon *d, const char *policy, const char *backend_mode) {
         char port_extra[256];
         snprintf(port_extra, sizeof(port_extra), "features = 0x140000000L; %s", policy);

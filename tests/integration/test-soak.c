@@ -25,26 +25,6 @@
 #define UNDER_ASAN 0
 #endif
 
-static long rss_kib(pid_t pid) {
-        char path[64], line[256];
-        long kib = -1;
-        snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -1;
-        while (fgets(line, sizeof(line), f))
-                if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-                        break;
-        fclose(f);
-        return kib;
-}
-
-static double now(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void cycle(const char *be_path) {
         BackendPeer b;
         ASSERT_EQ(backend_peer_open(&b, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
@@ -72,15 +52,15 @@ int main(void) {
                 cycle(be_path);
         usleep(100000);
         int fds0 = daemon_fd_count(&d);
-        long rss0 = rss_kib(d.pid);
+        long rss0 = daemon_rss_kib(&d);
 
-        double t0 = now();
+        uint64_t t0 = test_now_usec();
         for (int i = 0; i < cycles; i++)
                 cycle(be_path);
-        double took = now() - t0;
+        double took = (test_now_usec() - t0) / 1e6;
         usleep(200000);
         int fds1 = daemon_fd_count(&d);
-        long rss1 = rss_kib(d.pid);
+        long rss1 = daemon_rss_kib(&d);
         double growth = 100.0 * (rss1 - rss0) / rss0;
 
         printf("soak: %d back-end reconnect cycles (full replay each) in %.1f s, %.0f per second\n", cycles, took,
