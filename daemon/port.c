@@ -163,9 +163,18 @@ static const SideConfig *side_config(const Port *p, PortSide side) {
 
 static void schedule_connect(Port *p, PortSide side, uint32_t delay_ms);
 
+static uint32_t backoff_cap_ms(const SideConfig *sc) {
+        return MAX(PORT_RECONNECT_CAP_MS, sc->reconnect_ms);
+}
+
+/* The wait after a failed attempt: twice the last one, from reconnect_ms up to the cap. */
+static uint32_t next_backoff_ms(const Port *p, PortSide side) {
+        const SideConfig *sc = side_config(p, side);
+        return MIN(MAX(p->reconnect_delay_ms[side] * 2, sc->reconnect_ms), backoff_cap_ms(sc));
+}
+
 static void try_connect(Port *p, PortSide side) {
         const SideConfig *sc = side_config(p, side);
-        uint32_t cap = MAX(PORT_RECONNECT_CAP_MS, sc->reconnect_ms);
         int fd = -1, r;
 
         if ((side == PORT_FRONTEND ? p->frontend : p->backend) || p->manager->stopping)
@@ -175,9 +184,9 @@ static void try_connect(Port *p, PortSide side) {
                 p->stats.connect_failures++;
                 if (!p->unreachable[side])
                         log_warning_errno(r, "%s: cannot reach the %s at %s (%m); retrying, at most every %u ms",
-                                          p->config.name, port_side_to_string(side), sc->path, cap);
+                                          p->config.name, port_side_to_string(side), sc->path, backoff_cap_ms(sc));
                 p->unreachable[side] = true;
-                schedule_connect(p, side, MIN(MAX(p->reconnect_delay_ms[side] * 2, sc->reconnect_ms), cap));
+                schedule_connect(p, side, next_backoff_ms(p, side));
                 return;
         }
         if (p->unreachable[side])
@@ -185,7 +194,7 @@ static void try_connect(Port *p, PortSide side) {
         p->unreachable[side] = false;
         if (port_attach(p, side, fd) < 0)
                 /* refused by policy, or no memory: try again later, backing off */
-                schedule_connect(p, side, MIN(MAX(p->reconnect_delay_ms[side] * 2, sc->reconnect_ms), cap));
+                schedule_connect(p, side, next_backoff_ms(p, side));
 }
 
 static int on_reconnect_frontend(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -219,10 +228,7 @@ static void reconnect_after_loss(Port *p, PortSide side, uint64_t connected_usec
 
         if (sc->mode != SIDE_CLIENT || p->manager->stopping)
                 return;
-        uint32_t delay = now_usec() - connected_usec >= 1000000 ? sc->reconnect_ms
-                         : MIN(MAX(p->reconnect_delay_ms[side] * 2, sc->reconnect_ms),
-                               MAX(PORT_RECONNECT_CAP_MS, sc->reconnect_ms));
-        schedule_connect(p, side, delay);
+        schedule_connect(p, side, now_usec() - connected_usec >= 1000000 ? sc->reconnect_ms : next_backoff_ms(p, side));
 }
 
 static int open_side(Port *p, PortSide side) {
