@@ -26,6 +26,14 @@ struct IoSet {
         IoWatch *dead;
 };
 
+static void release_dead(IoSet *s) {
+        while (s->dead) {
+                IoWatch *w = s->dead;
+                s->dead = w->next_dead;
+                free(w);
+        }
+}
+
 static int on_batch(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         IoSet *s = userdata;
         struct epoll_event ev[IOSET_BATCH];
@@ -41,11 +49,7 @@ static int on_batch(sd_event_source *src, int fd, uint32_t revents, void *userda
                 (void) w->cb(NULL, w->fd, ev[i].events, w->userdata);
         }
         if (--s->dispatching == 0)
-                while (s->dead) {
-                        IoWatch *w = s->dead;
-                        s->dead = w->next_dead;
-                        free(w);
-                }
+                release_dead(s);
         return 0;
 }
 
@@ -83,11 +87,7 @@ IoSet *ioset_free(IoSet *s) {
                 sd_event_source_disable_unref(s->source[k]);
                 safe_close(s->epfd[k]);
         }
-        while (s->dead) {
-                IoWatch *w = s->dead;
-                s->dead = w->next_dead;
-                free(w);
-        }
+        release_dead(s);
         free(s);
         return NULL;
 }
