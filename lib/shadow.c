@@ -564,6 +564,9 @@ void shadow_missing(const Shadow *s, uint64_t features, uint64_t protocol_featur
 }
 
 uint64_t shadow_backend_protocol_features(const Shadow *s, uint64_t offered) {
+        /* without SET_PROTOCOL_FEATURES in the replay the back-end has none, REPLY_ACK neither */
+        if (!s->protocol_features_set)
+                return 0;
         return s->protocol_features | (offered & VU_BIT(VU_PF_REPLY_ACK));
 }
 
@@ -734,7 +737,7 @@ int shadow_build_replay(const Shadow *s, uint64_t backend_pf, VuMsgList *ret, co
         if (r >= 0 && s->status_set && pf_negotiated(s, VU_PF_STATUS))
                 r = add_u64(&l, VU_SET_STATUS, s->status);
 
-        if (r >= 0 && !reply_ack) {
+        if (r >= 0 && !reply_ack && l.n > 0) {     /* nothing to replay: nothing to wait for */
                 VuMsg *m = list_add(&l);
                 if (!m)
                         r = -ENOMEM;

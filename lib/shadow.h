@@ -98,7 +98,8 @@ void shadow_missing(const Shadow *s, uint64_t features, uint64_t protocol_featur
                     uint64_t *ret_features, uint64_t *ret_protocol_features);
 
 /* The protocol features to negotiate with a back-end offering `offered`: the front-end's,
- * plus REPLY_ACK when offered, so that the daemon learns when the replay is done. */
+ * plus REPLY_ACK when offered, so that the daemon learns when the replay is done. 0 when
+ * the front-end never set protocol features: the replay then sets none. */
 uint64_t shadow_backend_protocol_features(const Shadow *s, uint64_t offered);
 
 /* Number of vrings the front-end has touched (highest index + 1). */

@@ -269,6 +269,50 @@ static void test_qemu_sequence_replay(void) {
         fixture_done(&f);
 }
 
+/* A front-end that never took protocol features (legacy, or PROTOCOL_FEATURES not acked):
+ * the replay sets none, so it may not ask for REPLY_ACK either, even from a back-end that
+ * offers it: the back-end would never ack, and the replay would hang until the timeout. */
+static void test_legacy_replay_without_protocol_features(void) {
+        Fixture f;
+        VuMsgList l;
+        const char *reason = NULL;
+        const uint64_t features = NET_FEATURES & ~VU_BIT(VU_F_PROTOCOL_FEATURES);
+
+        fixture_init(&f, NET_FEATURES, DPDK_PF | VU_BIT(VU_PF_REPLY_ACK));
+        send_plain(&f, VU_SET_OWNER);
+        send_u64(&f, VU_SET_FEATURES, features);
+        send_mem_table(&f);
+        send_state(&f, VU_SET_VRING_NUM, 0, RING_NUM);
+        send_state(&f, VU_SET_VRING_BASE, 0, 0);
+        send_addr(&f, 0);
+        send_file(&f, VU_SET_VRING_CALL, 0);
+        send_file(&f, VU_SET_VRING_KICK, 0);
+
+        uint64_t bpf = shadow_backend_protocol_features(&f.s, DPDK_PF | VU_BIT(VU_PF_REPLY_ACK));
+        ASSERT_EQ(bpf, 0);
+        ASSERT_EQ(shadow_build_replay(&f.s, bpf, &l, &reason), 0);
+        const Expect e[] = {
+                { VU_SET_FEATURES, 0, features, 0 },
+                { VU_SET_MEM_TABLE, 0, ANY, 1 },
+                { VU_SET_VRING_NUM, 0, RING_NUM, 0 },
+                { VU_SET_VRING_BASE, 0, 0, 0 },
+                { VU_SET_VRING_ADDR, 0, ANY, 0 },
+                { VU_SET_VRING_CALL, 0, 0, 1 },
+                { VU_SET_VRING_KICK, 0, 0, 1 },
+                { VU_GET_FEATURES, 0, ANY, 0 },
+        };
+        check_replay(&l, e, ELEMENTSOF(e), false);
+        vu_msg_list_clear(&l);
+        fixture_done(&f);
+
+        /* no device at all: nothing to replay, and no barrier to wait for */
+        fixture_init(&f, NET_FEATURES, DPDK_PF | VU_BIT(VU_PF_REPLY_ACK));
+        ASSERT_EQ(shadow_build_replay(&f.s, shadow_backend_protocol_features(&f.s, DPDK_PF), &l, &reason), 0);
+        ASSERT_EQ(l.n, 0);
+        vu_msg_list_clear(&l);
+        fixture_done(&f);
+}
+
 static void test_resume_index(void) {
         Fixture f;
         VuMsg req, reply;
@@ -869,6 +913,7 @@ static void test_json_round_trip(void) {
 RUN_TESTS(
         TEST_CASE(test_dpdk_sequence_replay),
         TEST_CASE(test_qemu_sequence_replay),
+        TEST_CASE(test_legacy_replay_without_protocol_features),
         TEST_CASE(test_resume_index),
         TEST_CASE(test_packed_resume_index),
         TEST_CASE(test_answers_without_backend),
