@@ -114,8 +114,24 @@ int connection_send(Connection *c, const VuMsg *m) {
                 (void) io_watch_set_events(c->io, EPOLLIN | EPOLLOUT);
                 return r;
         }
-        connection_update_events(c);
+        if (!c->writer.corked)
+                connection_update_events(c);
         return r;
+}
+
+void connection_cork(Connection *c) {
+        vu_writer_cork(&c->writer);
+}
+
+void connection_uncork(Connection *c) {
+        int r = vu_writer_uncork(&c->writer, c->fd);
+        if (r < 0 && !c->failed) {
+                c->failed = r;
+                (void) io_watch_set_events(c->io, EPOLLIN | EPOLLOUT);
+                return;
+        }
+        if (!c->failed)
+                connection_update_events(c);
 }
 
 void connection_update_events(Connection *c) {

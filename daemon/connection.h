@@ -45,6 +45,10 @@ typedef struct Connection {
 
 int connection_new(Port *p, PortSide side, int fd, Connection **ret);
 Connection *connection_free(Connection *c);
+/* Between cork and uncork, sends are only queued; the uncork sends them together (see
+ * vu_writer_cork). A failure marks the connection failed, like connection_send. */
+void connection_cork(Connection *c);
+void connection_uncork(Connection *c);
 /* Sends or queues m (fds are duplicated as needed; m keeps its own). A failure marks the
  * connection failed; it is closed from its own dispatch, never under the caller's feet. */
 int connection_send(Connection *c, const VuMsg *m);

@@ -211,7 +211,7 @@ static int queue_rest(VuWriter *w, const VuMsg *m, size_t sent) {
 int vu_writer_send(VuWriter *w, int fd, const VuMsg *m) {
         size_t sent = 0;
 
-        if (!w->head) {
+        if (!w->head && !w->corked) {
                 struct iovec iov[2] = {
                         { (void *) &m->hdr, VU_HDR_SIZE },
                         { (void *) m->payload.raw, m->hdr.size },
@@ -226,29 +226,51 @@ int vu_writer_send(VuWriter *w, int fd, const VuMsg *m) {
         return queue_rest(w, m, sent);
 }
 
+/* iovecs per sendmsg when flushing: enough for a whole replay's run of fd-less messages */
+#define FLUSH_IOV 64
+
 int vu_writer_flush(VuWriter *w, int fd) {
         while (w->head) {
+                struct iovec iov[FLUSH_IOV];
                 VuOutBuf *b = w->head;
-                struct iovec iov = { b->data + b->off, b->len - b->off };
-                ssize_t n = send_some(fd, &iov, 1, b->fds, b->off == 0 ? b->n_fds : 0);
+                int n_iov = 0;
+
+                for (VuOutBuf *x = b; x && n_iov < FLUSH_IOV && (x == b || x->n_fds == 0); x = x->next)
+                        iov[n_iov++] = (struct iovec) { x->data + x->off, x->len - x->off };
+                /* only the head can be partly sent; its fds went with its first byte */
+                ssize_t n = send_some(fd, iov, n_iov, b->fds, b->off == 0 ? b->n_fds : 0);
                 if (n < 0)
                         return (int) n;
                 if (n == 0)
                         return 0;
-                if (b->off == 0)
-                        for (unsigned i = 0; i < b->n_fds; i++)
-                                b->fds[i] = safe_close(b->fds[i]);
-                b->off += n;
-                w->queued -= n;
-                if (b->off < b->len)
-                        return 0;
-                w->head = b->next;
-                if (!w->head)
-                        w->tail = NULL;
+                for (unsigned i = 0; i < b->n_fds; i++)
+                        b->fds[i] = safe_close(b->fds[i]);
                 b->n_fds = 0;
-                outbuf_free(b);
+                w->queued -= n;
+                while (n > 0) {
+                        VuOutBuf *h = w->head;
+                        size_t left = h->len - h->off;
+                        if ((size_t) n < left) {
+                                h->off += n;
+                                return 0;       /* a short send: the socket is full */
+                        }
+                        n -= left;
+                        w->head = h->next;
+                        if (!w->head)
+                                w->tail = NULL;
+                        outbuf_free(h);
+                }
         }
         return 1;
+}
+
+void vu_writer_cork(VuWriter *w) {
+        w->corked = true;
+}
+
+int vu_writer_uncork(VuWriter *w, int fd) {
+        w->corked = false;
+        return vu_writer_flush(w, fd);
 }
 
 static int wait_fd(int fd, short events, int timeout_ms) {

@@ -26,6 +26,7 @@ typedef struct VuWriter {
         VuOutBuf *head, *tail;
         size_t queued;          /* bytes waiting */
         size_t max_queued;      /* 0: no limit */
+        bool corked;            /* queue only: vu_writer_uncork sends it all together */
 } VuWriter;
 
 void vu_writer_init(VuWriter *w, size_t max_queued);
@@ -36,8 +37,15 @@ static inline int vu_writer_pending(const VuWriter *w) {
 /* Sends now what the socket takes and queues the rest (duplicating fds not yet sent).
  * 0 on success (sent or queued), -ENOBUFS past the queue limit, other errno on failure. */
 int vu_writer_send(VuWriter *w, int fd, const VuMsg *m);
-/* 1: queue empty; 0: the socket is full again; negative errno on failure. */
+/* 1: queue empty; 0: the socket is full again; negative errno on failure. Messages go out
+ * in as few sendmsg calls as their fds allow: a call carries the fds of its first message
+ * only, so a message with fds starts a new call (a reader that takes the header first
+ * then gets exactly that message's fds). */
 int vu_writer_flush(VuWriter *w, int fd);
+/* While corked, vu_writer_send only queues; uncorking flushes (same returns as the flush).
+ * For a burst of messages built at once, such as a replay: the peer wakes once for all. */
+void vu_writer_cork(VuWriter *w);
+int vu_writer_uncork(VuWriter *w, int fd);
 
 /* Blocking helpers for the test peers and vhostctl-like tools: whole messages, with a
  * timeout in ms (-1: none). */

@@ -377,6 +377,88 @@ static void test_writer_queues(void) {
         close(sp[1]);
 }
 
+/* Corked: nothing goes out until the uncork, then the fd-less messages ride in the same
+ * sendmsg as the message before them, and every message still gets exactly its own fds. */
+static void test_writer_cork(void) {
+        /* 1: carries one eventfd; 0: none */
+        static const int with_fd[] = { 0, 0, 1, 0, 0, 1, 1, 0 };
+        const size_t n = ELEMENTSOF(with_fd);
+        int sp[2];
+        VuWriter w;
+        VuReader rd;
+        VuMsg m, got;
+        const char *reason;
+        uint8_t buf[4096];
+
+        socket_pair(sp);
+        vu_writer_init(&w, 0);
+        vu_writer_cork(&w);
+        for (size_t i = 0; i < n; i++) {
+                if (with_fd[i])
+                        make_valid(&m, VU_SET_VRING_CALL);
+                else
+                        make_valid(&m, VU_SET_FEATURES);
+                m.payload.u64 = i;
+                ASSERT_EQ(vu_writer_send(&w, sp[0], &m), 0);
+                vu_msg_close_fds(&m);
+        }
+        ASSERT(vu_writer_pending(&w));
+        ASSERT(recv(sp[1], buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK) < 0 && errno == EAGAIN);
+        ASSERT_EQ(vu_writer_uncork(&w, sp[0]), 1);
+        ASSERT(!vu_writer_pending(&w));
+
+        /* Calls: [0 1], [2 3 4], [5], [6 7]. A read goes on over calls without fds and stops
+         * after the first one with fds: here after message 4, five messages of 20 bytes. */
+        ssize_t peeked = recv(sp[1], buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK);
+        ASSERT(peeked > 0);
+        ASSERT_EQ((size_t) peeked, (size_t) 5 * (VU_HDR_SIZE + 8));
+
+        vu_reader_init(&rd);
+        for (size_t i = 0; i < n; i++) {
+                ASSERT_EQ(vu_reader_read(&rd, sp[1], &got, &reason), 1);
+                ASSERT_EQ(got.payload.u64, (uint64_t) i);
+                ASSERT_EQ(got.n_fds, (unsigned) with_fd[i]);
+                if (with_fd[i])
+                        ASSERT(fd_is_eventfd(got.fds[0]));
+                vu_msg_close_fds(&got);
+        }
+        ASSERT_EQ(vu_reader_read(&rd, sp[1], &got, &reason), 0);
+        close(sp[0]);
+        close(sp[1]);
+
+        /* Corked past a small socket buffer: short sends in the middle of a merged call. */
+        socket_pair(sp);
+        int sz = 4096;
+        setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+        vu_writer_init(&w, 0);
+        vu_writer_cork(&w);
+        const unsigned total = 2000;
+        for (unsigned i = 0; i < total; i++) {
+                make_valid(&m, i % 7 == 0 ? VU_SET_VRING_CALL : VU_SET_FEATURES);
+                m.payload.u64 = i;
+                ASSERT_EQ(vu_writer_send(&w, sp[0], &m), 0);
+                vu_msg_close_fds(&m);
+        }
+        ASSERT_EQ(vu_writer_uncork(&w, sp[0]), 0);      /* more than the socket takes */
+        vu_reader_init(&rd);
+        unsigned got_n = 0;
+        while (got_n < total) {
+                int r = vu_reader_read(&rd, sp[1], &got, &reason);
+                if (r == 1) {
+                        ASSERT_EQ(got.payload.u64, (uint64_t) got_n);
+                        ASSERT_EQ(got.n_fds, got_n % 7 == 0 ? 1u : 0u);
+                        vu_msg_close_fds(&got);
+                        got_n++;
+                        continue;
+                }
+                ASSERT_EQ(r, 0);
+                ASSERT(vu_writer_flush(&w, sp[0]) >= 0);
+        }
+        ASSERT(!vu_writer_pending(&w));
+        close(sp[0]);
+        close(sp[1]);
+}
+
 static void test_backend_requests(void) {
         VuMsg m;
         const char *reason = NULL;
@@ -415,6 +497,7 @@ RUN_TESTS(
         TEST_CASE(test_reader_partial),
         TEST_CASE(test_reader_refuses),
         TEST_CASE(test_writer_queues),
+        TEST_CASE(test_writer_cork),
         TEST_CASE(test_backend_requests),
         TEST_CASE(test_names),
 )
