@@ -21,6 +21,7 @@ void replay_start(Port *p) {
 
         p->backend_state = BACKEND_PROBING;
         manager_replay_begin(p->manager, p);
+        connection_cork(p->backend);
         /* SET_OWNER first, then the features; the answers drive the rest. */
         vu_msg_init(&m, VU_SET_OWNER, 0);
         if (backend_send(p, &m, PENDING_PROBE, NULL) >= 0)
@@ -30,6 +31,7 @@ void replay_start(Port *p) {
          * the replay is refused anyway): ask for them at once, one round trip less. */
         p->probe_pf_sent = p->shadow.features_set && (p->shadow.features & VU_BIT(VU_F_PROTOCOL_FEATURES)) &&
                 send_probe(p, VU_GET_PROTOCOL_FEATURES) >= 0;
+        connection_uncork(p->backend);
 }
 
 /* Kick every started ring and signal every call fd once, so that nothing queued during the
@@ -142,12 +144,16 @@ static int replay_run(Port *p) {
         p->replay_seq = p->fe_seq;
         p->replay_messages = l.n;
         p->replay_outstanding = 0;
+        /* in as few sendmsg calls as the fds allow: the back-end wakes up once or twice, not
+         * once a message */
+        connection_cork(p->backend);
         for (size_t i = 0; i < l.n && r >= 0; i++) {
                 const VuMsg *m = &l.msgs[i];
                 r = backend_send_setup(p, m, PENDING_REPLAY, NULL);
                 if (r >= 0 && (vu_request_has_reply(m->hdr.request) || vu_msg_needs_reply(m)))
                         p->replay_outstanding++;
         }
+        connection_uncork(p->backend);
         vu_msg_list_clear(&l);
         if (r < 0)
                 return 0;       /* the back-end is closed from its own dispatch */
