@@ -173,6 +173,13 @@ static int client_queue(ControlClient *c, char *msg, size_t size) {
                 free(msg);
                 return -ENOBUFS;
         }
+        if (c->out_size == 0) {         /* nothing queued: msg becomes the queue, uncopied */
+                free(c->out);
+                c->out = msg;
+                c->out_size = size;
+                c->out_sent = 0;
+                return client_flush(c);
+        }
         if (c->out_sent > 0) {
                 memmove(c->out, c->out + c->out_sent, c->out_size - c->out_sent);
                 c->out_size -= c->out_sent;
@@ -257,24 +264,19 @@ static int method_get_interface_description(ControlClient *c, json_object *param
 
 static int method_list_ports(ControlClient *c, json_object *params) {
         Manager *m = c->server->manager;
-        char *buf = NULL;
-        size_t size = 0;
-        FILE *f = open_memstream(&buf, &size);
+        JsonBuf b = {};
+        size_t size;
 
-        if (!f)
-                return -ENOMEM;
-        fputs("{\"parameters\":{\"ports\":[", f);
+        json_buf_puts(&b, "{\"parameters\":{\"ports\":[");
         for (size_t i = 0; i < m->n_ports; i++) {
                 if (i)
-                        fputc(',', f);
-                port_summary_write(m->ports[i], f);
+                        json_buf_puts(&b, ",");
+                port_summary_put(m->ports[i], &b);
         }
-        fputs("]}}", f);
-        fputc('\0', f);                /* the Varlink terminator, counted in size */
-        if (fclose(f) != 0) {
-                free(buf);
+        json_buf_puts(&b, "]}}");
+        char *buf = json_buf_steal(&b, &size);  /* with the Varlink terminator */
+        if (!buf)
                 return -ENOMEM;
-        }
         return client_queue(c, buf, size);
 }
 

@@ -14,7 +14,10 @@ typedef struct ControlServer ControlServer;
 
 #define CONTROL_MAX_CLIENTS     128
 #define CONTROL_MAX_MESSAGE     (64u * 1024)
-#define CONTROL_PRIORITY SD_EVENT_PRIORITY_IMPORTANT
+/* Ahead of the ports' sockets, boosted ones included: a request is bounded work, and a
+ * storm must not hide the ports' state from whoever asks. Only members of control_group
+ * can connect at all. */
+#define CONTROL_PRIORITY        (SD_EVENT_PRIORITY_IMPORTANT - 1)
 #define CONTROL_MAX_QUEUED      (4u * 1024 * 1024)
 #define CONTROL_STALL_USEC      (5 * 1000000ull)
 

@@ -450,28 +450,39 @@ void port_stats_from_json(PortStats *s, json_object *o) {
 #undef GET
 }
 
-void port_summary_write(const Port *p, FILE *f) {
-        fputs("{\"name\":", f);
-        varlink_write_string(f, p->config.name);
-        fprintf(f, ",\"link\":\"%s\"", p->link_up ? "up" : "down");
+void port_summary_put(const Port *p, JsonBuf *b) {
+        json_buf_puts(b, "{\"name\":");
+        json_buf_put_string(b, p->config.name);
+        json_buf_puts(b, p->link_up ? ",\"link\":\"up\"" : ",\"link\":\"down\"");
         for (PortSide side = 0; side < _PORT_SIDE_MAX; side++) {
                 const Connection *conn = side == PORT_FRONTEND ? p->frontend : p->backend;
-                fprintf(f, ",\"%s\":{\"connected\":%s", side == PORT_FRONTEND ? "frontend" : "backend",
-                        conn ? "true" : "false");
-                if (conn)
-                        fprintf(f, ",\"pid\":%d", (int) conn->peer.pid);
-                if (side == PORT_BACKEND)
-                        fprintf(f, ",\"state\":\"%s\"", backend_state_to_string(p->backend_state));
-                fputc('}', f);
+                json_buf_puts(b, side == PORT_FRONTEND ? ",\"frontend\":{\"connected\":" : ",\"backend\":{\"connected\":");
+                json_buf_puts(b, conn ? "true" : "false");
+                if (conn) {
+                        json_buf_puts(b, ",\"pid\":");
+                        json_buf_put_i64(b, conn->peer.pid);
+                }
+                if (side == PORT_BACKEND) {
+                        json_buf_puts(b, ",\"state\":\"");
+                        json_buf_puts(b, backend_state_to_string(p->backend_state));
+                        json_buf_puts(b, "\"");
+                }
+                json_buf_puts(b, "}");
         }
-        fprintf(f, ",\"counters\":{\"replays_ok\":%" PRIu64 ",\"replays_failed\":%" PRIu64
-                   ",\"last_replay_usec\":%" PRIu64 ",\"last_outage_usec\":%" PRIu64 "},\"last_error\":",
-                p->stats.replays_ok, p->stats.replays_failed, p->stats.last_replay_usec, p->stats.last_outage_usec);
+        json_buf_puts(b, ",\"counters\":{\"replays_ok\":");
+        json_buf_put_u64(b, p->stats.replays_ok);
+        json_buf_puts(b, ",\"replays_failed\":");
+        json_buf_put_u64(b, p->stats.replays_failed);
+        json_buf_puts(b, ",\"last_replay_usec\":");
+        json_buf_put_u64(b, p->stats.last_replay_usec);
+        json_buf_puts(b, ",\"last_outage_usec\":");
+        json_buf_put_u64(b, p->stats.last_outage_usec);
+        json_buf_puts(b, "},\"last_error\":");
         if (p->last_error[0])
-                varlink_write_string(f, p->last_error);
+                json_buf_put_string(b, p->last_error);
         else
-                fputs("null", f);
-        fputc('}', f);
+                json_buf_puts(b, "null");
+        json_buf_puts(b, "}");
 }
 
 json_object *port_to_json(const Port *p) {

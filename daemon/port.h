@@ -14,6 +14,7 @@
 #include "macro.h"
 #include "connection.h"
 #include "shadow.h"
+#include "varlink.h"
 
 typedef struct Manager Manager;
 
@@ -150,7 +151,7 @@ int port_disconnect(Port *p, PortSide side);
 /* Everything vhostctl shows of a port. */
 json_object *port_to_json(const Port *p);
 /* What `vhostctl list` shows, for ListPorts, as JSON text: about 220 bytes a port. */
-void port_summary_write(const Port *p, FILE *f);
+void port_summary_put(const Port *p, JsonBuf *b);
 /* The counters alone, as vhostctl shows them and the fd store keeps them. */
 json_object *port_stats_to_json(const PortStats *s);
 void port_stats_from_json(PortStats *s, json_object *o);

@@ -129,17 +129,89 @@ static char *serialize(json_object *o, size_t *ret_size) {
         return m;
 }
 
-void varlink_write_string(FILE *f, const char *s) {
-        fputc('"', f);
-        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-                if (*p == '"' || *p == '\\')
-                        fprintf(f, "\\%c", *p);
-                else if (*p < 0x20)
-                        fprintf(f, "\\u%04x", *p);
-                else
-                        fputc(*p, f);
+static bool json_buf_reserve(JsonBuf *b, size_t n) {
+        if (b->oom)
+                return false;
+        if (b->len + n <= b->allocated)
+                return true;
+        size_t want = MAX(b->allocated * 2, b->len + n);
+        want = MAX(want, (size_t) 4096);
+        char *d = realloc(b->data, want);
+        if (!d) {
+                b->oom = true;
+                return false;
         }
-        fputc('"', f);
+        b->data = d;
+        b->allocated = want;
+        return true;
+}
+
+void json_buf_put(JsonBuf *b, const char *s, size_t n) {
+        if (!json_buf_reserve(b, n))
+                return;
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+}
+
+void json_buf_puts(JsonBuf *b, const char *s) {
+        json_buf_put(b, s, strlen(s));
+}
+
+void json_buf_put_u64(JsonBuf *b, uint64_t v) {
+        char tmp[20];
+        size_t i = sizeof(tmp);
+        do
+                tmp[--i] = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        json_buf_put(b, tmp + i, sizeof(tmp) - i);
+}
+
+void json_buf_put_i64(JsonBuf *b, int64_t v) {
+        if (v < 0) {
+                json_buf_put(b, "-", 1);
+                json_buf_put_u64(b, -(uint64_t) v);
+        } else
+                json_buf_put_u64(b, (uint64_t) v);
+}
+
+void json_buf_put_string(JsonBuf *b, const char *s) {
+        static const char hex[] = "0123456789abcdef";
+        const unsigned char *p = (const unsigned char *) s, *run = p;
+
+        json_buf_put(b, "\"", 1);
+        for (;; p++) {
+                if (*p && *p != '"' && *p != '\\' && *p >= 0x20)
+                        continue;
+                json_buf_put(b, (const char *) run, p - run);   /* the plain run before it */
+                if (!*p)
+                        break;
+                if (*p == '"' || *p == '\\') {
+                        char e[2] = { '\\', (char) *p };
+                        json_buf_put(b, e, 2);
+                } else {
+                        char e[6] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15] };
+                        json_buf_put(b, e, 6);
+                }
+                run = p + 1;
+        }
+        json_buf_put(b, "\"", 1);
+}
+
+char *json_buf_steal(JsonBuf *b, size_t *ret_size) {
+        json_buf_put(b, "", 1);
+        if (b->oom) {
+                json_buf_done(b);
+                return NULL;
+        }
+        char *d = b->data;
+        *ret_size = b->len;
+        *b = (JsonBuf) {};
+        return d;
+}
+
+void json_buf_done(JsonBuf *b) {
+        free(b->data);
+        *b = (JsonBuf) {};
 }
 
 char *varlink_reply_new(json_object *parameters, bool continues, size_t *ret_size) {

@@ -8,8 +8,8 @@
 
 #include <json-c/json.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct VarlinkBuffer {
         char *data;
@@ -36,9 +36,25 @@ void varlink_call_done(VarlinkCall *c);
 
 /* Serialized messages with their NUL; *ret_size includes it. They take `parameters`. */
 char *varlink_reply_new(json_object *parameters, bool continues, size_t *ret_size);
-/* A JSON string (quoted and escaped) to f, for replies too large to build as json-c objects
- * quickly (ListPorts of a thousand ports: 2 ms written directly, 11 ms through json-c). */
-void varlink_write_string(FILE *f, const char *s);
+
+/* A growing buffer that JSON is written into directly, for replies too large to build as
+ * json-c objects quickly (ListPorts of a thousand ports: 11 ms through json-c, 0.7 ms
+ * through stdio, 0.2 ms here). Out of memory is remembered and reported by the steal. */
+typedef struct JsonBuf {
+        char *data;
+        size_t len, allocated;
+        bool oom;
+} JsonBuf;
+
+void json_buf_put(JsonBuf *b, const char *s, size_t n);
+void json_buf_puts(JsonBuf *b, const char *s);          /* as it is: no quoting */
+void json_buf_put_u64(JsonBuf *b, uint64_t v);
+void json_buf_put_i64(JsonBuf *b, int64_t v);
+void json_buf_put_string(JsonBuf *b, const char *s);    /* quoted and escaped */
+/* The text, with a NUL after it that *ret_size counts (the Varlink terminator); NULL if
+ * memory ran out. The buffer is empty afterwards. */
+char *json_buf_steal(JsonBuf *b, size_t *ret_size);
+void json_buf_done(JsonBuf *b);
 char *varlink_error_new(const char *error, json_object *parameters, size_t *ret_size);
 char *varlink_call_new(const char *method, json_object *parameters, bool more, size_t *ret_size);
 

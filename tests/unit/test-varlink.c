@@ -107,8 +107,68 @@ static void test_replies(void) {
         ASSERT_EQ(varlink_reply_parse("nope", &params, &error, &continues), -EBADMSG);
 }
 
+/* What JsonBuf writes is what json-c reads back: every byte value in strings, numbers at
+ * their limits, and the Varlink terminator counted in the size. */
+static void test_json_buf(void) {
+        JsonBuf b = {};
+        char s[256];
+        size_t size;
+
+        /* every ASCII byte but NUL; the UTF-8 below is passed through as it is */
+        for (int i = 1; i < 128; i++)
+                s[i - 1] = (char) i;
+        s[127] = 0;
+        json_buf_puts(&b, "[");
+        json_buf_put_string(&b, s);
+        json_buf_puts(&b, ",");
+        json_buf_put_string(&b, "port-\xc3\xa9\"q\"\\x");
+        json_buf_puts(&b, ",");
+        json_buf_put_string(&b, "");
+        json_buf_puts(&b, ",");
+        json_buf_put_u64(&b, UINT64_MAX);
+        json_buf_puts(&b, ",");
+        json_buf_put_u64(&b, 0);
+        json_buf_puts(&b, ",");
+        json_buf_put_i64(&b, INT64_MIN);
+        json_buf_puts(&b, ",");
+        json_buf_put_i64(&b, -1);
+        json_buf_puts(&b, "]");
+        char *text = json_buf_steal(&b, &size);
+        ASSERT(text);
+        ASSERT_EQ(size, strlen(text) + 1);
+        ASSERT_EQ(b.len, 0);
+
+        json_object *o = json_tokener_parse(text);
+        ASSERT(o);
+        ASSERT_STREQ(json_object_get_string(json_object_array_get_idx(o, 0)), s);
+        ASSERT_STREQ(json_object_get_string(json_object_array_get_idx(o, 1)), "port-\xc3\xa9\"q\"\\x");
+        ASSERT_STREQ(json_object_get_string(json_object_array_get_idx(o, 2)), "");
+        ASSERT_EQ(json_object_get_uint64(json_object_array_get_idx(o, 3)), UINT64_MAX);
+        ASSERT_EQ(json_object_get_uint64(json_object_array_get_idx(o, 4)), 0);
+        ASSERT_EQ(json_object_get_int64(json_object_array_get_idx(o, 5)), INT64_MIN);
+        ASSERT_EQ(json_object_get_int64(json_object_array_get_idx(o, 6)), -1);
+        json_object_put(o);
+        /* control characters are escaped, not written raw */
+        for (const char *p = text; *p; p++)
+                ASSERT((unsigned char) *p >= 0x20);
+        free(text);
+
+        /* growing past the first allocation keeps every byte */
+        for (int i = 0; i < 10000; i++) {
+                json_buf_put_u64(&b, (uint64_t) i);
+                json_buf_puts(&b, " ");
+        }
+        text = json_buf_steal(&b, &size);
+        ASSERT(text);
+        ASSERT(strncmp(text, "0 1 2 3 ", 8) == 0);
+        ASSERT(strstr(text, " 9999 "));
+        free(text);
+        json_buf_done(&b);
+}
+
 RUN_TESTS(
         TEST_CASE(test_framing),
         TEST_CASE(test_call_parse),
         TEST_CASE(test_replies),
+        TEST_CASE(test_json_buf),
 )
