@@ -111,15 +111,18 @@ static void bench_replay(unsigned queue_pairs, unsigned rounds) {
 }
 
 /* The same back-end peer against DPDK virtio-user in server mode (it listens at path and
- * redoes its whole setup when a back-end connects). */
+ * redoes its whole setup when a back-end connects). Timed to DRIVER_OK, as the replay is;
+ * then served until 50 ms pass without a message, because with several queue pairs
+ * virtio-user enables the other rings only after DRIVER_OK (through its control queue),
+ * and closing earlier kills testpmd with SIGPIPE. The last message's time is "settled". */
 static void bench_dpdk_reconnect(const char *path, unsigned rounds) {
-        uint64_t *t = calloc(rounds, sizeof(uint64_t));
+        uint64_t *t = calloc(rounds, sizeof(uint64_t)), *settled = calloc(rounds, sizeof(uint64_t));
         unsigned done = 0;
 
         for (unsigned i = 0; i < rounds; i++) {
                 BackendPeer b;
                 usleep(2000);
-                uint64_t t0 = test_now_usec();
+                uint64_t t0 = test_now_usec(), last = 0;
                 /* MQ and CTRL_VQ too: virtio-user with queues=4,cq=1 needs them */
                 ASSERT_EQ(backend_peer_open(&b, path, NET_TEST_FEATURES | VU_BIT(17) | VU_BIT(22),
                                             NET_TEST_PROTOCOL_FEATURES), 0);
@@ -129,6 +132,7 @@ static void bench_dpdk_reconnect(const char *path, unsigned rounds) {
                         r = backend_peer_serve_one(&b, 10000);
                         if (r <= 0)
                                 break;
+                        last = test_now_usec();
                         const VuMsg *m = &b.log[b.n_log - 1];
                         if (m->hdr.request == VU_SET_STATUS && (m->payload.u64 & 4))
                                 break;
@@ -138,14 +142,20 @@ static void bench_dpdk_reconnect(const char *path, unsigned rounds) {
                         backend_peer_close(&b);
                         continue;
                 }
-                t[done++] = test_now_usec() - t0;
+                t[done] = last - t0;
+                while (backend_peer_serve_one(&b, 50) > 0)
+                        last = test_now_usec();
+                settled[done++] = last - t0;
                 backend_peer_close(&b);
         }
         ASSERT(done > 0);
         qsort(t, done, sizeof(uint64_t), test_cmp_u64);
-        printf("result bench=dpdk-reconnect rounds=%u p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64 "\n",
-               done, pct(t, done, 50), pct(t, done, 99), t[done - 1]);
+        qsort(settled, done, sizeof(uint64_t), test_cmp_u64);
+        printf("result bench=dpdk-reconnect rounds=%u p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64
+               " settled_p50_us=%" PRIu64 "\n", done, pct(t, done, 50), pct(t, done, 99), t[done - 1],
+               pct(settled, done, 50));
         free(t);
+        free(settled);
 }
 
 /* ---- many ports ---------------------------------------------------------------------- */
