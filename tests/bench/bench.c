@@ -5,6 +5,7 @@
  *
  *   vhost-recon-bench replay QUEUE_PAIRS ROUNDS
  *   vhost-recon-bench dpdk-reconnect SOCKET ROUNDS
+ *   vhost-recon-bench floor ROUNDS
  *   vhost-recon-bench storm N ROUNDS HANDOFF_MS
  *   vhost-recon-bench flap N SECONDS HANDOFF_MS
  *   vhost-recon-bench idle N SECONDS
@@ -19,6 +20,9 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -156,6 +160,95 @@ static void bench_dpdk_reconnect(const char *path, unsigned rounds) {
                pct(settled, done, 50));
         free(t);
         free(settled);
+}
+
+/* The floor on this machine: a stand-in "daemon" (a child process) that has the whole
+ * replay of a 1-queue-pair device built before the back-end connects, and sends it the
+ * moment it accepts, corked like the daemon's, without probing or reading any answer.
+ * No replay can be faster than this; it is timed by the same peer as the others. */
+static void bench_floor(unsigned rounds) {
+        char dir[] = "/tmp/vr-floor-XXXXXX", path[64];
+        uint64_t *t = calloc(rounds, sizeof(uint64_t));
+
+        ASSERT(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/floor.sock", dir);
+        int l = peer_listen(path);
+        ASSERT(l >= 0);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                VuMsg msgs[24];
+                size_t n = 0;
+                int mem = memfd_create("guest", MFD_CLOEXEC), efd[4];
+                ASSERT(mem >= 0 && ftruncate(mem, MEM) == 0);
+                for (int i = 0; i < 4; i++)
+                        ASSERT((efd[i] = eventfd(0, EFD_CLOEXEC)) >= 0);
+                vu_msg_init(&msgs[n++], VU_SET_OWNER, 0);
+                vu_msg_init(&msgs[n++], VU_GET_FEATURES, 0);
+                vu_msg_init(&msgs[n++], VU_GET_PROTOCOL_FEATURES, 0);
+                vu_msg_init_u64(&msgs[n++], VU_SET_PROTOCOL_FEATURES, NET_TEST_PROTOCOL_FEATURES);
+                vu_msg_init(&msgs[n++], VU_GET_QUEUE_NUM, 0);
+                vu_msg_init_u64(&msgs[n++], VU_SET_FEATURES, NET_TEST_FEATURES);
+                VuMsg *m = &msgs[n++];
+                vu_msg_init(m, VU_SET_MEM_TABLE, 0);
+                m->payload.memory.nregions = 1;
+                m->payload.memory.padding = 0;
+                m->payload.memory.regions[0] = (VuMemRegion) { 0x100000, MEM, 0x7f0000000000, 0 };
+                m->hdr.size = 8 + sizeof(VuMemRegion);
+                m->fds[m->n_fds++] = mem;
+                for (unsigned r = 0; r < 2; r++) {
+                        vu_msg_init_state(&msgs[n++], VU_SET_VRING_NUM, r, RING_NUM);
+                        vu_msg_init_state(&msgs[n++], VU_SET_VRING_BASE, r, 0);
+                        m = &msgs[n++];
+                        vu_msg_init(m, VU_SET_VRING_ADDR, 0);
+                        m->hdr.size = sizeof(VuVringAddr);
+                        m->payload.addr = (VuVringAddr) { .index = r };
+                        vu_msg_init_u64(&msgs[n++], VU_SET_VRING_CALL, r);
+                        msgs[n - 1].fds[msgs[n - 1].n_fds++] = efd[2 * r];
+                        vu_msg_init_u64(&msgs[n++], VU_SET_VRING_KICK, r);
+                        msgs[n - 1].fds[msgs[n - 1].n_fds++] = efd[2 * r + 1];
+                }
+                vu_msg_init_state(&msgs[n++], VU_SET_VRING_ENABLE, 0, 1);
+                vu_msg_init_state(&msgs[n++], VU_SET_VRING_ENABLE, 1, 1);
+                vu_msg_init_u64(&msgs[n++], VU_SET_STATUS, 0xf);
+                for (size_t i = 0; i < n; i++)  /* as the daemon's replay: an ack for each */
+                        if (msgs[i].hdr.request != VU_SET_PROTOCOL_FEATURES && !vu_request_has_reply(msgs[i].hdr.request))
+                                msgs[i].hdr.flags |= VU_FLAG_NEED_REPLY;
+                for (;;) {
+                        int fd = peer_accept(l, 60000);
+                        if (fd < 0)
+                                _exit(0);
+                        VuWriter w;
+                        vu_writer_init(&w, 0);
+                        vu_writer_cork(&w);
+                        for (size_t i = 0; i < n; i++)
+                                ASSERT_EQ(vu_writer_send(&w, fd, &msgs[i]), 0);
+                        ASSERT(vu_writer_uncork(&w, fd) == 1);
+                        vu_writer_clear(&w);
+                        char sink[4096];        /* the answers, unread, until the peer goes */
+                        while (read(fd, sink, sizeof(sink)) > 0)
+                                ;
+                        close(fd);
+                }
+        }
+        close(l);
+        for (unsigned i = 0; i < rounds; i++) {
+                BackendPeer b;
+                usleep(2000);
+                uint64_t t0 = test_now_usec();
+                ASSERT_EQ(backend_peer_open(&b, path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+                ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+                t[i] = test_now_usec() - t0;
+                backend_peer_close(&b);
+        }
+        kill(pid, SIGKILL);
+        ASSERT(waitpid(pid, NULL, 0) == pid);
+        unlink(path);
+        rmdir(dir);
+        qsort(t, rounds, sizeof(uint64_t), test_cmp_u64);
+        printf("result bench=floor queue_pairs=1 rounds=%u p50_us=%" PRIu64 " p99_us=%" PRIu64 " max_us=%" PRIu64 "\n",
+               rounds, pct(t, rounds, 50), pct(t, rounds, 99), t[rounds - 1]);
+        free(t);
 }
 
 /* ---- many ports ---------------------------------------------------------------------- */
@@ -449,6 +542,8 @@ int main(int argc, char **argv) {
                 bench_replay(atoi(argv[2]), atoi(argv[3]));
         else if (argc >= 4 && !strcmp(argv[1], "dpdk-reconnect"))
                 bench_dpdk_reconnect(argv[2], atoi(argv[3]));
+        else if (argc >= 3 && !strcmp(argv[1], "floor"))
+                bench_floor(atoi(argv[2]));
         else if (argc >= 5 && !strcmp(argv[1], "storm"))
                 bench_storm(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
         else if (argc >= 5 && !strcmp(argv[1], "flap"))

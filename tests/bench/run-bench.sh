@@ -25,6 +25,7 @@ run() { echo "+ $*" >&2; "$@" | tee -a "$out"; }
 
 run "$bench" replay 1 500
 run "$bench" replay 4 500
+run "$bench" floor 500
 
 have_dpdk=0
 if command -v dpdk-testpmd > /dev/null && source tests/real/dpdk-lib.sh && dpdk_setup_hugepages > /dev/null; then

@@ -39,6 +39,12 @@ for qp in (1, 4):
         print(f"| DPDK 22.11 virtio-user server mode, {qp} queue pair(s), same peer, to DRIVER_OK, p50 / p99 / max | "
               f"{ms(d['p50_us'])} / {ms(d['p99_us'])} / {ms(d['max_us'])}{settled} | | |")
         print(f"| ratio of p50s, vhost-recond / DPDK, {qp} queue pair(s) | {ratio:.2f} | at most 0.33 | {verdict(ratio <= 0.33)} |")
+f = get(bench="floor")
+d = get(bench="dpdk-reconnect", queue_pairs=1)
+if f:
+    ratio = f" ({int(f['p50_us']) / int(d['p50_us']):.2f} of DPDK's p50)" if d else ""
+    print(f"| floor: a stand-in sends the whole 1-queue-pair replay the moment it accepts, p50 / p99 / max | "
+          f"{ms(f['p50_us'])} / {ms(f['p99_us'])} / {ms(f['max_us'])}{ratio} | | |")
 for n in (64, 256, 1024):
     for h in (0, 2):
         r = get(bench="storm", ports=n, handoff_ms=h)
