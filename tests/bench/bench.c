@@ -413,30 +413,26 @@ typedef struct ControlProbe {
  * reply here, which is the client's own work (vhostctl does the same). */
 static void *control_probe(void *userdata) {
         ControlProbe *cp = userdata;
-        static const char req[] = "{\"method\":\"io.vhostrecon.ListPorts\"}";
         size_t allocated = 1 << 20;
         char *buf = malloc(allocated);
 
         ASSERT(buf);
         while (!atomic_load(&cp->stop)) {
-                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                ControlClient c;
                 size_t have = 0;
 
-                strcpy(sa.sun_path, cp->path);
                 uint64_t t0 = test_now_usec();
-                int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-                ASSERT(fd >= 0);
-                ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
-                ASSERT(send(fd, req, sizeof(req), MSG_NOSIGNAL) == (ssize_t) sizeof(req));     /* with its NUL */
-                do {
+                ASSERT_EQ(control_client_open(&c, cp->path), 0);
+                ASSERT_EQ(control_client_call(&c, "io.vhostrecon.ListPorts", NULL, false), 0);
+                do {    /* the reply as bytes: its parse is timed apart */
                         if (have == allocated)
                                 ASSERT(buf = realloc(buf, allocated *= 2));
-                        ssize_t n = recv(fd, buf + have, allocated - have, 0);
+                        ssize_t n = recv(c.fd, buf + have, allocated - have, 0);
                         ASSERT(n > 0);
                         have += n;
                 } while (buf[have - 1] != 0);
                 uint64_t t1 = test_now_usec();
-                close(fd);
+                control_client_close(&c);
                 json_object *r = json_tokener_parse(buf);
                 ASSERT(r && json_object_object_get(json_object_object_get(r, "parameters"), "ports"));
                 json_object_put(r);
