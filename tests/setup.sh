@@ -2,9 +2,13 @@
 # Installs what vhost-recon needs to build and test (Debian 12 packages) and reserves
 # hugepages for the DPDK peers. Safe to run again; installs only what is missing.
 set -eu
+# dpdk-dev ships dpdk-testpmd; the vhost and virtio-user PMDs are only Recommends of dpdk,
+# which --no-install-recommends drops, so they are named here.
 packages=(meson ninja-build gcc pkg-config libsystemd-dev libconfig-dev libbpf-dev libjson-c-dev
-          dpdk bpftool scdoc qemu-system-common qemu-system-x86 cpio clang libclang-rt-14-dev python3
-          strace valgrind)
+          dpdk dpdk-dev librte-net-vhost23 librte-net-virtio23 librte-mempool-ring23
+          openvswitch-switch-dpdk bpftool scdoc qemu-system-common qemu-system-x86 qemu-utils
+          cpio gzip xz-utils zstd busybox-static clang libclang-rt-14-dev python3 strace valgrind
+          systemd iproute2 procps socat)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
