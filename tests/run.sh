@@ -3,8 +3,9 @@
 # daemon) and real peers (DPDK testpmd, systemd, qemu-storage-daemon, virtiofsd, QEMU with
 # a guest), first in a -Werror build, then all again in an AddressSanitizer +
 # UndefinedBehaviorSanitizer build; then the libFuzzer targets (clang) for FUZZ_SECONDS
-# each (default 20). Tests that need root or hugepages skip with the reason when they
-# cannot run.
+# each (default 20). Outside CI a test that cannot run here (not root, no hugepages) is
+# skipped with its reason; under CI=true (root, tests/setup.sh has installed every peer) a
+# skip is a failure with its reason: the real peers must run.
 set -eu
 cd "$(dirname "$0")/.."
 bash tests/setup.sh
@@ -34,8 +35,9 @@ else
     echo "fuzzing skipped: no clang"
 fi
 
-python3 - $builds <<'PY'
-import json, sys
+python3 - $builds <<'PY' || status=1
+import json, os, sys
+ci = os.environ.get("CI") == "true"
 counts = {"passed": 0, "failed": 0, "skipped": 0}
 for d in sys.argv[1:]:
     with open(f"{d}/meson-logs/testlog.json") as f:
@@ -43,10 +45,18 @@ for d in sys.argv[1:]:
             t = json.loads(line)
             r = t["result"]
             key = "passed" if r == "OK" else "skipped" if r == "SKIP" else "failed"
-            counts[key] += 1
             if r == "SKIP":
                 out = (t.get("stdout") or "").strip().splitlines()
-                print(f"skipped {d}/{t['name']}: {out[-1] if out else ''}")
+                why = out[-1] if out else "(no reason printed)"
+                if ci:
+                    key = "failed"
+                    print(f"FAILED {d}/{t['name']}: skipped under CI, where every peer must run: {why}")
+                else:
+                    print(f"skipped {d}/{t['name']}: {why}")
+            elif key == "failed":
+                print(f"FAILED {d}/{t['name']}: {r}")
+            counts[key] += 1
 print(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+sys.exit(1 if counts["failed"] else 0)
 PY
 exit $status

@@ -283,7 +283,7 @@ static void test_access_by_uid(void) {
         char ctl[128];
 
         if (geteuid() != 0) {
-                fprintf(stderr, "   skipped: needs root to act as another uid\n");
+                test_skip("test_access_by_uid needs root to act as another uid");
                 return;
         }
         daemon_start(&d, 1, "control_mode = \"0666\";");

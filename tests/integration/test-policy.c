@@ -225,7 +225,7 @@ static void test_socket_mode_never_wider(void) {
         unsigned checked = 0;
 
         if (system("command -v strace >/dev/null") != 0) {
-                printf("SKIP test_socket_mode_never_wider: strace is not installed (apt-get install strace)\n");
+                test_skip("test_socket_mode_never_wider: strace is not installed (apt-get install strace)");
                 return;
         }
         ASSERT(g);
