@@ -126,24 +126,26 @@ int main(void) {
                 { "qemu-storage-daemon", QSD, 0 },
                 { "virtiofsd", VIRTIOFSD, 0 },
         };
-        int ran = 0;
+        int ran = 0, skipped = 0;
 
         signal(SIGPIPE, SIG_IGN);
         for (size_t i = 0; i < ELEMENTSOF(peers); i++) {
                 if (access(peers[i].binary, X_OK) < 0) {
                         printf("skip %s: %s not installed (apt-get install qemu-system-common)\n", peers[i].name,
                                peers[i].binary);
+                        skipped++;
                         continue;
                 }
                 if (strcmp(peers[i].name, "virtiofsd") == 0 && geteuid() != 0) {
                         printf("skip virtiofsd: needs root\n");
+                        skipped++;
                         continue;
                 }
                 fprintf(stderr, "== %s\n", peers[i].name);
                 ran += run(&peers[i]);
         }
-        if (ran == 0) {
-                printf("SKIP: neither qemu-storage-daemon nor virtiofsd can run here\n");
+        if (skipped > 0) {
+                printf("SKIP: %d of %zu peers could not run here (see above)\n", skipped, ELEMENTSOF(peers));
                 return SKIP;
         }
         printf("%d passed, 0 failed\n", ran);
