@@ -1,10 +1,10 @@
 #!/bin/bash
-# Runs one libFuzzer target for a bounded time on its seed corpus (new inputs go to a
-# scratch directory, not into the repository) and prints one summary line: the edges it
-# reached (libFuzzer's cov, of the instrumented edges in lib/ and the harness), its
-# features (ft) and its executions. A crash fails, with the input kept in WORK.
+# Runs one libFuzzer target for a bounded time on its seeds and its regressions (new inputs
+# go to a scratch directory, not into the repository) and prints one summary line: the
+# edges it reached (libFuzzer's cov, of the instrumented edges in lib/ and the harness),
+# its features (ft) and its executions. A crash fails, with the input kept in WORK.
 set -u
-FUZZER=${1:?usage: $0 FUZZER SEED-DIR SECONDS}; SEEDS=$2; SECONDS_=${3:-20}
+FUZZER=${1:?usage: $0 FUZZER SECONDS SEED-DIR...}; SECONDS_=$2; shift 2
 NAME=$(basename "$FUZZER")
 WORK=$(mktemp -d /tmp/vr-fuzz-XXXXXX)
 mkdir "$WORK/corpus"
@@ -13,7 +13,7 @@ export LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")" && pwd)/lsan.supp${LSAN
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 cd "$WORK"
 "$FUZZER" -max_total_time="$SECONDS_" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$WORK/" "$WORK/corpus" "$SEEDS" > fuzz.log 2>&1
+    -artifact_prefix="$WORK/" "$WORK/corpus" "$@" > fuzz.log 2>&1
 rc=$?
 # "INFO: Loaded 1 modules   (N inline 8-bit counters)": the instrumented edges
 total=$(grep -m1 -oE '[0-9]+ inline 8-bit counters' fuzz.log | cut -d' ' -f1)
