@@ -28,7 +28,8 @@ if [ $rc -ne 0 ]; then
     echo "FAIL: $NAME found a problem; the input is in $WORK (crash-*, leak-*, timeout-*, oom-*)"
     exit 1
 fi
-if [ -z "$cov" ] || [ "$cov" -lt 100 ]; then
+# blind targets (lib/ not instrumented) saw 13 to 41 edges; the seeds alone reach 107 or more
+if [ -z "$cov" ] || [ "$cov" -lt 80 ]; then
     echo "FAIL: $NAME reached ${cov:-no} edges: is lib/ built with -fsanitize=fuzzer-no-link?"
     exit 1
 fi
