@@ -29,7 +29,7 @@ if command -v clang > /dev/null; then
             -Db_sanitize=address,undefined -Db_lundef=false > /dev/null
     fi
     meson compile -C build-fuzz > /dev/null
-    meson test -C build-fuzz --suite fuzz --print-errorlogs || status=1
+    meson test -C build-fuzz --suite fuzz --print-errorlogs -v || status=1
     builds="$builds build-fuzz"
 else
     echo "fuzzing skipped: no clang"
