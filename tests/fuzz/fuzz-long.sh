@@ -2,7 +2,7 @@
 # Runs the libFuzzer targets for a long time, by hand (not a test):
 #   tests/fuzz/fuzz-long.sh BUILD-DIR OUT-DIR fuzz-message:1200 fuzz-shadow:1500 ...
 # Each target runs for its seconds, in chunks of CHUNK seconds (default 300) that share
-# one corpus (OUT-DIR/TARGET/corpus, seeded from tests/fuzz/corpus), so a chunk goes on
+# one corpus (OUT-DIR/TARGET/corpus, seeded from tests/fuzz/corpus and regressions), so a chunk goes on
 # where the last stopped. With FUZZ_JOBS=2 a second lane takes chunks from the other end
 # of the list, but only while nobody holds YIELD_LOCK (default the shared machine's
 # /tmp/vhost-recon-realpeer.lock, taken by real-peer runs and benchmarks). At the end it
@@ -31,8 +31,10 @@ run_chunk() {    # TARGET INDEX SECONDS
     [ -e "$OUT/$t/stopped" ] && return
     mkdir "$OUT/claims/$t-$k" 2> /dev/null || return
     echo "$(date -u +%T) $t chunk $k: ${s} s"
+    local seeds=("$HERE/corpus/$t")
+    [ -d "$HERE/regressions/$t" ] && seeds+=("$HERE/regressions/$t")
     nice -n 10 "$BUILD/tests/fuzz/$t" -max_total_time="$s" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$OUT/$t/" "$OUT/$t/corpus" "$HERE/corpus/$t" \
+        -print_final_stats=1 -artifact_prefix="$OUT/$t/" "$OUT/$t/corpus" "${seeds[@]}" \
         > "$OUT/$t/chunk-$k.log" 2>&1
     local rc=$?
     echo "$(date -u +%T) $t chunk $k: $(grep -E '^#[0-9]+' "$OUT/$t/chunk-$k.log" | tail -1)"
@@ -75,5 +77,5 @@ for spec in "$@"; do
     state=$([ -e "$OUT/$t/stopped" ] && echo "STOPPED ON A FINDING" || echo "no finding")
     echo "$t: $(grep -oE 'cov: [0-9]+' <<< "$final" | cut -d' ' -f2) edges," \
          "$(grep -oE 'ft: [0-9]+' <<< "$final" | cut -d' ' -f2) features, $execs executions in $secs s," \
-         "corpus $(ls "$OUT/$t/corpus" | wc -l) inputs, $state"
+         "corpus $(ls "$OUT/$t/corpus" | wc -l) files, $state"
 done
