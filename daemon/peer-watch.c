@@ -224,9 +224,9 @@ bool peer_watch_retry(PeerWatch *w) {
                         return false;
                 return true;
         }
-        /* accuracy 0: a retry a few ms late is what this burst exists to avoid */
+        /* accuracy 1 µs: sd-event reads 0 as its default of 250 ms, which this burst is here to avoid */
         return sd_event_add_time_relative(w->watcher->event, &w->retry_timer, CLOCK_MONOTONIC,
-                                          PEER_WATCH_RETRY_USEC, 0, on_retry, w) >= 0;
+                                          PEER_WATCH_RETRY_USEC, 1, on_retry, w) >= 0;
 }
 
 static void watch_event(PeerWatcher *pw, const struct inotify_event *ev) {

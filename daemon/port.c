@@ -262,7 +262,8 @@ static void schedule_connect(Port *p, PortSide side, uint32_t delay_ms) {
                 (void) sd_event_source_set_enabled(p->reconnect_timer[side], SD_EVENT_ONESHOT);
                 return;
         }
-        if (sd_event_add_time_relative(p->manager->event, &p->reconnect_timer[side], CLOCK_MONOTONIC, usec, 0,
+        /* 1 ms accuracy: sd-event reads 0 as 250 ms, late for a connect that is due now */
+        if (sd_event_add_time_relative(p->manager->event, &p->reconnect_timer[side], CLOCK_MONOTONIC, usec, 1000,
                                        side == PORT_FRONTEND ? on_reconnect_frontend : on_reconnect_backend, p) < 0)
                 log_error("%s: cannot arm the %s reconnect timer", p->config.name, port_side_to_string(side));
 }
