@@ -76,9 +76,15 @@ static void unwatch(PeerWatch *w) {
         w->awaited[0] = 0;
 }
 
-static bool socket_exists(const char *path) {
+/* 1: there, 0: not there. A dangling symlink is an error: its target may appear anywhere,
+ * which this watch does not see, so the caller keeps its timer. */
+static int socket_exists(const char *path) {
         struct stat st;
-        return lstat(path, &st) == 0;
+        if (stat(path, &st) == 0)
+                return 1;
+        if (lstat(path, &st) == 0)
+                return -ENOLINK;
+        return 0;
 }
 
 /* The component of w->path right below `parent` (a prefix of it, "" for "."). */

@@ -34,7 +34,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(PeerWatch *, peer_watch_free);
 
 /* Starts watching (idempotent). Returns 1 if the socket file exists already (so a connect is
  * worth trying now: it may have appeared before the watch), 0 if it does not, or a negative
- * errno if inotify cannot watch it (no inotify, out of instances or watches, no access). */
+ * errno if inotify cannot watch it (no inotify, out of instances or watches, no access, a
+ * dangling symlink). */
 int peer_watch_arm(PeerWatch *w);
 /* Stops watching and cancels a pending retry (the port is connected). */
 void peer_watch_disarm(PeerWatch *w);

@@ -348,6 +348,42 @@ static void test_directory_missing(void) {
         ASSERT_EQ(daemon_stop(&d), 0);
 }
 
+/* A socket path that is a symlink to a socket not made yet: its target may appear anywhere,
+ * so the watch says it cannot help and the backoff timer connects. */
+static void test_dangling_symlink_uses_timer(void) {
+        Daemon d;
+        char fe_path[128], be_path[128], target_dir[128], target[160];
+        FrontendPeer fe;
+        BackendPeer be;
+        int fd;
+
+        daemon_prepare(&d);
+        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
+        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        snprintf(target_dir, sizeof(target_dir), "%s/elsewhere", d.dir);
+        snprintf(target, sizeof(target), "%s/real.sock", target_dir);
+        ASSERT(symlink(target, be_path) == 0);
+        FILE *f = fopen(d.conf, "we");
+        ASSERT(f);
+        fprintf(f, "control = \"%s/control\";\nports = (\n  { name = \"port0\";\n"
+                   "    frontend = { path = \"%s\"; mode = \"server\"; };\n"
+                   "    backend = { path = \"%s\"; mode = \"client\"; reconnect_ms = 50; }; }\n);\n",
+                d.dir, fe_path, be_path);
+        fclose(f);
+        daemon_exec(&d);
+        ASSERT(daemon_log_wait(&d, "connecting on a timer", 2000));
+        ASSERT(mkdir(target_dir, 0755) == 0);
+        int l = peer_bind(target);
+        int64_t us = listen_and_time_accept(l, 6000, &fd);
+        ASSERT(fd >= 0);
+        fprintf(stderr, "   dangling symlink made good: connected by the timer %" PRId64 " us after listen()\n", us);
+        attach_and_replay(&d, fe_path, fd, false, &fe, &be);
+        backend_peer_close(&be);
+        close(l);
+        frontend_peer_close(&fe);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
 /* Waiting for an absent peer costs nothing: no timer ticks, the daemon sleeps in epoll. With
  * reconnect_ms = 20 the backoff alone would wake it about 7 times in these 3 s. */
 static void test_idle_while_peer_absent(void) {
@@ -402,6 +438,7 @@ int main(void) {
                 TEST_CASE(test_bound_before_listening),
                 TEST_CASE(test_refusing_socket_falls_back_to_timer),
                 TEST_CASE(test_directory_missing),
+                TEST_CASE(test_dangling_symlink_uses_timer),
                 TEST_CASE(test_idle_while_peer_absent),
                 TEST_CASE(test_frontend_appears),
         };
