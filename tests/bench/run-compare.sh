@@ -37,10 +37,14 @@ trap cleanup EXIT
 dpdk_write_config
 if [ "${STRACE:-0}" = 1 ]; then
     strace -f -tt -T -o "$WORK/recond.strace" "$DAEMON" --config "$WORK/vhost-recon.conf" > "$WORK/daemon.log" 2>&1 &
+    PIDS="$PIDS $!"
+    # killing strace alone would leave the daemon running (and holding the lock's fd)
+    for _ in $(seq 100); do child=$(pgrep -P $! || true); [ -n "$child" ] && break; sleep 0.05; done
+    PIDS="$child $PIDS"
 else
     "$DAEMON" --config "$WORK/vhost-recon.conf" > "$WORK/daemon.log" 2>&1 &
+    PIDS="$PIDS $!"
 fi
-PIDS="$PIDS $!"
 for _ in $(seq 100); do grep -q "vhost-recond running" "$WORK/daemon.log" && break; sleep 0.05; done
 
 testpmd() {   # name vdev
