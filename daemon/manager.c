@@ -14,6 +14,7 @@
 #include "link-map.h"
 #include "log.h"
 #include "manager.h"
+#include "peer-watch.h"
 #include "port.h"
 
 uint64_t now_usec(void) {
@@ -208,7 +209,8 @@ int manager_new(Manager **ret) {
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m)) < 0)
                 return r;
         if ((r = sd_event_add_post(m->event, &m->handoff_check, on_handoff_check, m)) < 0 ||
-            (r = ioset_new(m->event, &m->ioset)) < 0)
+            (r = ioset_new(m->event, &m->ioset)) < 0 ||
+            (r = peer_watcher_new(m->event, &m->peer_watcher)) < 0)
                 return r;
         /* A peer closing its socket must not kill the daemon. */
         signal(SIGPIPE, SIG_IGN);
@@ -230,6 +232,7 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_ports; i++)
                 port_free(m->ports[i]);
         m->ioset = ioset_free(m->ioset);
+        m->peer_watcher = peer_watcher_free(m->peer_watcher);
         link_map_free(m->link_map);
         free(m->ports);
         config_free(m->config);

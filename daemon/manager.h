@@ -44,6 +44,7 @@ typedef struct Manager {
         Port *replay_head, *replay_tail;
         sd_event_source *handoff_check;
         IoSet *ioset;                   /* the ports' sockets (see ioset.h) */
+        struct PeerWatcher *peer_watcher;       /* client mode: the peers' socket paths (one inotify fd) */
         Config *config;
         Port **ports;
         size_t n_ports;

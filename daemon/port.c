@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "listener.h"
+#include "peer-watch.h"
 #include "log.h"
 #include "manager.h"
 #include "port.h"
@@ -173,6 +174,38 @@ static uint32_t next_backoff_ms(const Port *p, PortSide side) {
         return MIN(MAX(p->reconnect_delay_ms[side] * 2, sc->reconnect_ms), backoff_cap_ms(sc));
 }
 
+static void cancel_timer(Port *p, PortSide side) {
+        if (p->reconnect_timer[side])
+                (void) sd_event_source_set_enabled(p->reconnect_timer[side], SD_EVENT_OFF);
+}
+
+/* After a failed connect: a socket that is not there is waited for through the watch alone,
+ * so an idle daemon does not wake; one that appeared but refuses (bound, not listening yet)
+ * gets the watch's quick retries; the backoff timer is left for a socket that keeps refusing
+ * and for a path inotify cannot watch. */
+static void wait_for_peer(Port *p, PortSide side, int error) {
+        PeerWatch *w = p->peer_watch[side];
+
+        if (error == -ECONNREFUSED && peer_watch_retry(w)) {
+                cancel_timer(p, side);
+                return;
+        }
+        int r = w ? peer_watch_arm(w) : -EOPNOTSUPP;
+        if (r < 0 && w && !p->watch_failed[side]) {
+                log_warning_errno(r, "%s: cannot watch %s for the %s (%m); connecting on a timer", p->config.name,
+                                  side_config(p, side)->path, port_side_to_string(side));
+                p->watch_failed[side] = true;
+        }
+        if (r >= 0 && (error == -ENOENT || error == -ENOTDIR)) {
+                if (r > 0)
+                        schedule_connect(p, side, 0);   /* it appeared before the watch was in place */
+                else
+                        cancel_timer(p, side);
+                return;
+        }
+        schedule_connect(p, side, next_backoff_ms(p, side));
+}
+
 static void try_connect(Port *p, PortSide side) {
         const SideConfig *sc = side_config(p, side);
         int fd = -1, r;
@@ -183,18 +216,31 @@ static void try_connect(Port *p, PortSide side) {
         if (r < 0) {
                 p->stats.connect_failures++;
                 if (!p->unreachable[side])
-                        log_warning_errno(r, "%s: cannot reach the %s at %s (%m); retrying, at most every %u ms",
+                        log_warning_errno(r, "%s: cannot reach the %s at %s (%m); connecting when it appears, "
+                                          "retrying at most every %u ms while it refuses",
                                           p->config.name, port_side_to_string(side), sc->path, backoff_cap_ms(sc));
                 p->unreachable[side] = true;
-                schedule_connect(p, side, next_backoff_ms(p, side));
+                wait_for_peer(p, side, r);
                 return;
         }
+        peer_watch_disarm(p->peer_watch[side]);
+        cancel_timer(p, side);
         if (p->unreachable[side])
                 log_info("%s: the %s at %s is reachable again", p->config.name, port_side_to_string(side), sc->path);
         p->unreachable[side] = false;
         if (port_attach(p, side, fd) < 0)
                 /* refused by policy, or no memory: try again later, backing off */
                 schedule_connect(p, side, next_backoff_ms(p, side));
+}
+
+/* The watch: the peer's socket appeared (or a quick retry is due). */
+static void on_peer_appeared(PeerWatch *w, void *userdata) {
+        Port *p = userdata;
+        PortSide side = w == p->peer_watch[PORT_FRONTEND] ? PORT_FRONTEND : PORT_BACKEND;
+
+        log_debug("%s: the %s socket %s appeared; connecting", p->config.name, port_side_to_string(side),
+                  side_config(p, side)->path);
+        try_connect(p, side);
 }
 
 static int on_reconnect_frontend(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -216,7 +262,8 @@ static void schedule_connect(Port *p, PortSide side, uint32_t delay_ms) {
                 (void) sd_event_source_set_enabled(p->reconnect_timer[side], SD_EVENT_ONESHOT);
                 return;
         }
-        if (sd_event_add_time_relative(p->manager->event, &p->reconnect_timer[side], CLOCK_MONOTONIC, usec, 0,
+        /* 1 ms accuracy: sd-event reads 0 as 250 ms, late for a connect that is due now */
+        if (sd_event_add_time_relative(p->manager->event, &p->reconnect_timer[side], CLOCK_MONOTONIC, usec, 1000,
                                        side == PORT_FRONTEND ? on_reconnect_frontend : on_reconnect_backend, p) < 0)
                 log_error("%s: cannot arm the %s reconnect timer", p->config.name, port_side_to_string(side));
 }
@@ -228,6 +275,9 @@ static void reconnect_after_loss(Port *p, PortSide side, uint64_t connected_usec
 
         if (sc->mode != SIDE_CLIENT || p->manager->stopping)
                 return;
+        /* a peer that comes back before the timer is connected at once */
+        if (p->peer_watch[side])
+                (void) peer_watch_arm(p->peer_watch[side]);
         schedule_connect(p, side, now_usec() - connected_usec >= 1000000 ? sc->reconnect_ms : next_backoff_ms(p, side));
 }
 
@@ -236,6 +286,9 @@ static int open_side(Port *p, PortSide side) {
         int r;
 
         if (sc->mode == SIDE_CLIENT) {
+                r = peer_watch_new(p->manager->peer_watcher, sc->path, on_peer_appeared, p, &p->peer_watch[side]);
+                if (r < 0)
+                        return log_error_errno(r, "%s: cannot set up the watch of %s: %m", p->config.name, sc->path);
                 p->reconnect_delay_ms[side] = sc->reconnect_ms;
                 schedule_connect(p, side, 0);
                 return 0;
@@ -300,8 +353,10 @@ Port *port_free(Port *p) {
                         (void) unlink(path);
         }
         sd_event_source_disable_unref(p->reply_timer);
-        for (int s = 0; s < _PORT_SIDE_MAX; s++)
+        for (int s = 0; s < _PORT_SIDE_MAX; s++) {
                 sd_event_source_disable_unref(p->reconnect_timer[s]);
+                peer_watch_free(p->peer_watch[s]);
+        }
         shadow_done(&p->shadow);
         port_config_done(&p->config);
         free(p);

@@ -80,10 +80,13 @@ typedef struct Port {
         IoWatch *listen_source[_PORT_SIDE_MAX];
         bool listen_from_unit[_PORT_SIDE_MAX]; /* a socket unit's: never unlinked nor stored */
 
-        /* mode = "client": vhost-recond connects, and reconnects with a capped backoff */
+        /* mode = "client": vhost-recond connects the moment the peer's socket appears (the
+         * watch), and otherwise with a capped backoff */
+        struct PeerWatch *peer_watch[_PORT_SIDE_MAX];
         sd_event_source *reconnect_timer[_PORT_SIDE_MAX];
         uint32_t reconnect_delay_ms[_PORT_SIDE_MAX];
         bool unreachable[_PORT_SIDE_MAX];      /* said once until it is reachable again */
+        bool watch_failed[_PORT_SIDE_MAX];     /* said once: inotify cannot watch the path */
         Connection *frontend, *backend;
         struct BackendChannel *backend_channel;        /* BACKEND_REQ relay for the current back-end */
 

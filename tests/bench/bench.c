@@ -6,6 +6,7 @@
  *   vhost-recon-bench replay QUEUE_PAIRS ROUNDS
  *   vhost-recon-bench dpdk-reconnect SOCKET ROUNDS
  *   vhost-recon-bench floor ROUNDS
+ *   vhost-recon-bench compare RECOND_BACKEND_SOCKET DPDK_SOCKET SAMPLES GAP_MS
  *   vhost-recon-bench storm N ROUNDS HANDOFF_MS
  *   vhost-recon-bench flap N SECONDS HANDOFF_MS
  *   vhost-recon-bench idle N SECONDS
@@ -532,12 +533,118 @@ static void bench_idle(unsigned n, unsigned secs) {
         many_stop(&m);
 }
 
+/* ---- like for like: vhost-recond's replay against DPDK's own reconnect ---------------- */
+
+#define COMPARE_MAX_MSGS 64
+
+typedef struct Side {
+        const char *name, *path;
+        uint64_t *t;                            /* connect -> DRIVER_OK, per sample */
+        uint64_t *settled;                      /* connect -> the last message (50 ms quiet) */
+        uint64_t (*at)[COMPARE_MAX_MSGS];       /* connect -> each message, per sample */
+        uint32_t req[COMPARE_MAX_MSGS];         /* the requests of the first sample */
+        unsigned n_msgs, done;
+        uint64_t connect_us;                    /* sum of the connect() calls */
+} Side;
+
+/* One back-end connection: the same fake back-end for both, timed the same way. */
+static bool compare_one(Side *s) {
+        BackendPeer b;
+        uint64_t t0 = test_now_usec(), last = 0, dok = 0;
+        unsigned k = 0;
+        int r;
+
+        /* MQ and CTRL_VQ too, which virtio-user asks for */
+        if (backend_peer_open(&b, s->path, NET_TEST_FEATURES | VU_BIT(17) | VU_BIT(22), NET_TEST_PROTOCOL_FEATURES) < 0)
+                return false;
+        s->connect_us += test_now_usec() - t0;
+        while ((r = backend_peer_serve_one(&b, dok ? 50 : 10000)) > 0) {
+                last = test_now_usec();
+                const VuMsg *m = &b.log[b.n_log - 1];
+                if (k < COMPARE_MAX_MSGS) {
+                        s->at[s->done][k] = last - t0;
+                        if (s->done == 0)
+                                s->req[k] = m->hdr.request;
+                }
+                k++;
+                if (!dok && m->hdr.request == VU_SET_STATUS && (m->payload.u64 & 4))
+                        dok = last;
+        }
+        backend_peer_close(&b);
+        if (!dok)
+                return false;
+        if (s->done == 0)
+                s->n_msgs = MIN(k, COMPARE_MAX_MSGS);
+        s->t[s->done] = dok - t0;
+        s->settled[s->done] = last - t0;
+        s->done++;
+        return true;
+}
+
+static int cmp_col(const void *a, const void *b) {
+        return test_cmp_u64(a, b);
+}
+
+/* A B A B: the same peer connects to vhost-recond's back-end socket and to DPDK virtio-user
+ * in server mode, GAP_MS apart every time, with the same processes running for both. */
+static void bench_compare(const char *recond_path, const char *dpdk_path, unsigned samples, unsigned gap_ms) {
+        Side sides[2] = { { .name = "vhost-recond", .path = recond_path }, { .name = "dpdk", .path = dpdk_path } };
+
+        for (int i = 0; i < 2; i++) {
+                sides[i].t = calloc(samples, sizeof(uint64_t));
+                sides[i].settled = calloc(samples, sizeof(uint64_t));
+                sides[i].at = calloc(samples, sizeof(*sides[i].at));
+        }
+        unsigned failed = 0;
+        for (unsigned i = 0; i < samples; i++)
+                for (int k = 0; k < 2; k++) {
+                        usleep(gap_ms * 1000);
+                        if (!compare_one(&sides[k]))
+                                failed++;
+                }
+        for (int k = 0; k < 2; k++) {
+                Side *s = &sides[k];
+                ASSERT(s->done > 0);
+                qsort(s->t, s->done, sizeof(uint64_t), test_cmp_u64);
+                qsort(s->settled, s->done, sizeof(uint64_t), test_cmp_u64);
+                printf("result bench=compare side=%s samples=%u gap_ms=%u p50_us=%" PRIu64 " p90_us=%" PRIu64
+                       " max_us=%" PRIu64 " settled_p50_us=%" PRIu64 " connect_mean_us=%" PRIu64 " messages=%u\n",
+                       s->name, s->done, gap_ms, pct(s->t, s->done, 50), pct(s->t, s->done, 90), s->t[s->done - 1],
+                       pct(s->settled, s->done, 50), s->connect_us / s->done, s->n_msgs);
+        }
+        /* the timeline: each message's arrival at the back-end, p50 over the samples */
+        for (int k = 0; k < 2; k++) {
+                Side *s = &sides[k];
+                uint64_t col[s->done], prev = 0;
+                printf("timeline side=%s (p50 over %u samples, us from the back-end's connect; +gap to the previous)\n",
+                       s->name, s->done);
+                for (unsigned m = 0; m < s->n_msgs; m++) {
+                        for (unsigned i = 0; i < s->done; i++)
+                                col[i] = s->at[i][m];
+                        qsort(col, s->done, sizeof(uint64_t), cmp_col);
+                        uint64_t v = pct(col, s->done, 50);
+                        printf("  %2u %-26s %6" PRIu64 " us  +%" PRIu64 "\n", m, vu_request_to_string(s->req[m]), v,
+                               v - MIN(prev, v));
+                        prev = v;
+                }
+        }
+        if (failed)
+                printf("(%u connections did not reach DRIVER_OK and are left out)\n", failed);
+        for (int i = 0; i < 2; i++) {
+                free(sides[i].t);
+                free(sides[i].settled);
+                free(sides[i].at);
+        }
+}
+
 int main(int argc, char **argv) {
         signal(SIGPIPE, SIG_IGN);
         if (argc >= 4 && !strcmp(argv[1], "replay"))
                 bench_replay(atoi(argv[2]), atoi(argv[3]));
         else if (argc >= 4 && !strcmp(argv[1], "dpdk-reconnect"))
                 bench_dpdk_reconnect(argv[2], atoi(argv[3]));
+        else if (argc >= 6 && !strcmp(argv[1], "compare"))
+                bench_compare(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
         else if (argc >= 3 && !strcmp(argv[1], "floor"))
                 bench_floor(atoi(argv[2]));
         else if (argc >= 5 && !strcmp(argv[1], "storm"))

@@ -53,16 +53,15 @@ void daemon_start_modes(Daemon *d, unsigned n_ports, const char *extra, const ch
         daemon_start_full(d, n_ports, extra, NULL, frontend_mode, backend_mode, reconnect_ms);
 }
 
-void daemon_start_full(Daemon *d, unsigned n_ports, const char *extra, const char *port_extra,
-                       const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms) {
+void daemon_prepare(Daemon *d) {
         memset(d, 0, sizeof(*d));
         strcpy(d->dir, "/tmp/vr-test-XXXXXX");
         ASSERT(mkdtemp(d->dir));
         snprintf(d->conf, sizeof(d->conf), "%s/vhost-recon.conf", d->dir);
         snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
+}
 
-        daemon_write_config(d, n_ports, extra, port_extra, frontend_mode, backend_mode, reconnect_ms);
-
+void daemon_exec(Daemon *d) {
         d->pid = fork();
         ASSERT(d->pid >= 0);
         if (d->pid == 0) {
@@ -80,6 +79,13 @@ void daemon_start_full(Daemon *d, unsigned n_ports, const char *extra, const cha
                 _exit(127);
         }
         ASSERT(daemon_log_wait(d, "vhost-recond running", 5000));
+}
+
+void daemon_start_full(Daemon *d, unsigned n_ports, const char *extra, const char *port_extra,
+                       const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms) {
+        daemon_prepare(d);
+        daemon_write_config(d, n_ports, extra, port_extra, frontend_mode, backend_mode, reconnect_ms);
+        daemon_exec(d);
 }
 
 char *daemon_log_read(const Daemon *d) {
@@ -141,6 +147,24 @@ long daemon_rss_kib(const Daemon *d) {
                         break;
         fclose(f);
         return kib;
+}
+
+long daemon_context_switches(const Daemon *d) {
+        char path[64], line[256];
+        long n, total = 0;
+        bool found = false;
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) d->pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return -1;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1 ||
+                    sscanf(line, "nonvoluntary_ctxt_switches: %ld", &n) == 1) {
+                        total += n;
+                        found = true;
+                }
+        fclose(f);
+        return found ? total : -1;
 }
 
 int daemon_stop(Daemon *d) {

@@ -23,6 +23,10 @@ void daemon_start_modes(Daemon *d, unsigned n_ports, const char *extra, const ch
 /* The same with port_extra added to every port's settings (e.g. "allow_uids = [ 0 ];"). */
 void daemon_start_full(Daemon *d, unsigned n_ports, const char *extra, const char *port_extra,
                        const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms);
+/* In two steps, for a config of the test's own: the directory and file names, then (after the
+ * test wrote d->conf) the daemon started on it. */
+void daemon_prepare(Daemon *d);
+void daemon_exec(Daemon *d);
 /* (Re)writes the daemon's config file, atomically (for a reload). */
 void daemon_write_config(const Daemon *d, unsigned n_ports, const char *extra, const char *port_extra,
                          const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms);
@@ -34,5 +38,8 @@ bool daemon_log_wait(Daemon *d, const char *needle, int timeout_ms);
 char *daemon_log_read(const Daemon *d);
 /* Number of open fds of the daemon process. */
 int daemon_fd_count(const Daemon *d);
+/* The daemon's voluntary + involuntary context switches so far (-1 if they cannot be read):
+ * a daemon that sleeps in epoll adds none. */
+long daemon_context_switches(const Daemon *d);
 /* The daemon's VmRSS in KiB (-1 if it cannot be read). */
 long daemon_rss_kib(const Daemon *d);
