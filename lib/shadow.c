@@ -449,6 +449,23 @@ int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *re
         return r;
 }
 
+int shadow_read_ring_indexes(const Shadow *s, unsigned index, uint16_t *ret_avail, uint16_t *ret_used) {
+        const ShadowVring *v = index < s->n_vrings ? &s->vrings[index] : NULL;
+        uint64_t avail, used;
+        int r;
+
+        if (!v || !v->addr_set)
+                return -ENOENT;
+        r = ring_uaddr(s, v->addr.avail_user_addr, 4, &avail);
+        if (r >= 0)
+                r = ring_uaddr(s, v->addr.used_user_addr, 4, &used);
+        if (r >= 0)
+                r = vring_split_read_avail_idx(&s->memory, avail, ret_avail);
+        if (r >= 0)
+                r = vring_split_read_used_idx(&s->memory, used, ret_used);
+        return r;
+}
+
 void shadow_vring_stopped(Shadow *s, unsigned index, uint32_t base) {
         ShadowVring *v = vring_get(s, index);
         if (!v)

@@ -119,6 +119,10 @@ unsigned shadow_vrings_in_use(const Shadow *s);
  * index is a best guess, or a negative errno (*ret is then the base). */
 int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *ret_from_memory);
 
+/* A split ring's avail and used indexes as guest memory has them now (through the IOTLB when
+ * addresses are IOVAs), for the logs. Negative errno when a ring is not readable. */
+int shadow_read_ring_indexes(const Shadow *s, unsigned index, uint16_t *ret_avail, uint16_t *ret_used);
+
 /* The messages that bring a new back-end to the shadow's state, in order, after the
  * SET_OWNER / GET_FEATURES / GET_PROTOCOL_FEATURES probe. backend_pf is what
  * shadow_backend_protocol_features() returned. Each message carries copies of its fds.
