@@ -98,9 +98,10 @@ scenario() {   # name extra-kernel-args machine-args... -- device-args
         replay=$(grep -o "replay done in [0-9]* µs" "$WORK/daemon-$name.log" | tail -1 | grep -o "[0-9]*")
         entries=$(grep -o "vIOMMU: [0-9]* IOTLB entries" "$WORK/daemon-$name.log" | tail -1 | grep -o "[0-9]*")
         misses=$(( $(grep -c "back-end IOTLB miss" "$WORK/daemon-$name.log") - misses_before ))
-        # the resume index the replay gave the new switch: the rings' used idx, read from guest
-        # memory (through the IOTLB shadow with the vIOMMU: the ring addresses are IOVAs)
-        used=$(grep -o "vring 1: started, avail idx [0-9]*, used idx [0-9]*" "$WORK/daemon-$name.log" | tail -1 | grep -o "[0-9]*$")
+        # the resume index the new switch got (DPDK logs it): the tx ring's used idx, read
+        # from guest memory (through the IOTLB shadow with the vIOMMU: the ring addresses
+        # are IOVAs), not 0
+        used=$(grep -o "vring base idx:1 last_used_idx:[0-9]*" "$WORK/backend.$name-$round.log" | tail -1 | grep -o "[0-9]*$")
         [ "${used:-0}" -gt 0 ] || fail "($name) round $round: the tx ring's used index was not read from guest memory"
         echo "($name) round $round: switch restart -> first answer $((t1 - t0)) ms; replay ${replay:-?} µs;" \
              "tx used idx recovered $used; IOTLB entries replayed ${entries:-0}; misses relayed before the answer $misses"
