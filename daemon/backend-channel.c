@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -59,9 +60,18 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                                 vu_msg_close_fds(&m);
                                 return channel_broken(c, reason);
                         }
-                        /* CONFIG_CHANGE_MSG: what was cached is stale; the front-end reads it again. */
-                        shadow_config_changed(&c->port->shadow);
-                        log_info("%s: back-end says its config changed; telling the front-end", c->port->config.name);
+                        if (m.hdr.request == VU_BACKEND_IOTLB_MSG)
+                                /* a MISS: the front-end answers with an IOTLB update through
+                                 * the daemon, which the shadow keeps */
+                                log_debug("%s: back-end IOTLB %s for iova 0x%" PRIx64 "; relayed",
+                                          c->port->config.name,
+                                          m.payload.iotlb.type == VU_IOTLB_MISS ? "miss" : "access failure",
+                                          m.payload.iotlb.iova);
+                        else {
+                                /* CONFIG_CHANGE_MSG: what was cached is stale; the front-end reads it again. */
+                                shadow_config_changed(&c->port->shadow);
+                                log_info("%s: back-end says its config changed; telling the front-end", c->port->config.name);
+                        }
                         if (vu_msg_needs_reply(&m))
                                 c->acks_awaited++;
                         channel_send(c, FRONTEND_END, &m);

@@ -3,9 +3,10 @@
 
 /* BACKEND_REQ: each back-end gets a channel of its own (a socketpair); vhost-recond relays
  * whole messages between it and the front-end's channel, so that a back-end dying in the
- * middle of a message never leaves half of it on the front-end's channel. Only
- * CONFIG_CHANGE_MSG is relayed (the other requests need features never offered); it also
- * drops the cached config. A front-end's REPLY_ACK goes back to the back-end that asked. */
+ * middle of a message never leaves half of it on the front-end's channel. CONFIG_CHANGE_MSG
+ * (which also drops the cached config) and IOTLB_MSG misses and access failures are relayed
+ * (the other requests need features never offered). A front-end's REPLY_ACK goes back to
+ * the back-end that asked. */
 
 typedef struct Port Port;
 typedef struct BackendChannel BackendChannel;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 
 #include "backend.h"
@@ -149,6 +150,10 @@ int port_frontend_message(Port *p, VuMsg *m) {
                 log_warning("%s: %s; dropping the front-end", p->config.name, p->last_error);
                 return r;
         }
+        if (r > 0 && (p->shadow.iotlb.not_kept & (p->shadow.iotlb.not_kept - 1)) == 0)
+                /* said at the 1st, 2nd, 4th, ... time: a guest may map much */
+                log_warning("%s: %s (%" PRIu64 " so far); passed on, a later back-end asks again",
+                            p->config.name, reason, p->shadow.iotlb.not_kept);
         log_debug("%s: front-end %s", p->config.name, vu_request_to_string(m->hdr.request));
 
         FrontendItem *it = calloc(1, sizeof(FrontendItem));

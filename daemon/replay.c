@@ -65,6 +65,9 @@ static void replay_done(Port *p) {
                 p->stats.last_replay_usec = took;
                 log_info("%s: replay done in %llu µs (%u messages, %u rings kicked)", p->config.name,
                          (unsigned long long) took, p->replay_messages, kicked);
+                if (shadow_iommu(&p->shadow))
+                        log_info("%s: vIOMMU: %u IOTLB entries in the shadow replayed; the rest is asked for "
+                                 "through misses", p->config.name, p->shadow.iotlb.n);
                 json_object *details = json_object_new_object();
                 json_object_object_add(details, "replay_usec", json_object_new_uint64(took));
                 json_object_object_add(details, "messages", json_object_new_int(p->replay_messages));
@@ -134,10 +137,12 @@ static int replay_run(Port *p) {
                                             i, base & 0x7fff, base >> 15);
                         continue;
                 }
-                (void) vring_split_read_avail_idx(&p->shadow.memory, v->addr.avail_user_addr, &avail);
-                (void) vring_split_read_used_idx(&p->shadow.memory, v->addr.used_user_addr, &used);
-                log_debug("%s: vring %u: %s, avail idx %u, used idx %u", p->config.name, i,
-                          v->started ? "started" : "stopped", avail, used);
+                if (shadow_read_ring_indexes(&p->shadow, i, &avail, &used) < 0)
+                        log_debug("%s: vring %u: %s, indexes not readable (an IOVA the IOTLB does not map?)",
+                                  p->config.name, i, v->started ? "started" : "stopped");
+                else
+                        log_debug("%s: vring %u: %s, avail idx %u, used idx %u", p->config.name, i,
+                                  v->started ? "started" : "stopped", avail, used);
         }
 
         p->backend_state = BACKEND_REPLAYING;

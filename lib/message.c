@@ -19,6 +19,7 @@ typedef enum PayloadKind {
         PAYLOAD_INFLIGHT,
         PAYLOAD_CONFIG,
         PAYLOAD_FILE,           /* u64: vring index in bits 0-7, bit 8 = no fd */
+        PAYLOAD_IOTLB,          /* struct vhost_iotlb_msg */
         PAYLOAD_UNSUPPORTED,    /* never offered by vhost-recon; refused */
 } PayloadKind;
 
@@ -51,7 +52,7 @@ static const RequestInfo request_info[_VU_REQUEST_MAX] = {
         [VU_SEND_RARP]             = { "SEND_RARP",             PAYLOAD_U64,      PAYLOAD_NONE,     0 },
         [VU_NET_SET_MTU]           = { "NET_SET_MTU",           PAYLOAD_U64,      PAYLOAD_NONE,     0 },
         [VU_SET_BACKEND_REQ_FD]    = { "SET_BACKEND_REQ_FD",    PAYLOAD_NONE,     PAYLOAD_NONE,     1 },
-        [VU_IOTLB_MSG]             = { "IOTLB_MSG",             PAYLOAD_UNSUPPORTED, PAYLOAD_NONE,  0 },
+        [VU_IOTLB_MSG]             = { "IOTLB_MSG",             PAYLOAD_IOTLB,    PAYLOAD_NONE,     0 },
         [VU_SET_VRING_ENDIAN]      = { "SET_VRING_ENDIAN",      PAYLOAD_UNSUPPORTED, PAYLOAD_NONE,  0 },
         [VU_GET_CONFIG]            = { "GET_CONFIG",            PAYLOAD_CONFIG,   PAYLOAD_CONFIG,   0 },
         [VU_SET_CONFIG]            = { "SET_CONFIG",            PAYLOAD_CONFIG,   PAYLOAD_NONE,     0 },
@@ -227,6 +228,10 @@ static int check_payload(const VuMsg *m, PayloadKind kind, unsigned *ret_fds, co
                 if ((uint64_t) m->payload.config.offset + m->payload.config.size > VU_MAX_CONFIG_SIZE)
                         return fail(ret_reason, "config offset+size beyond 256 bytes");
                 return 0;
+        case PAYLOAD_IOTLB:
+                if (size != sizeof(VuIotlbMsg))
+                        return fail(ret_reason, "payload size must be 32 (IOTLB message)");
+                return 0;
         case PAYLOAD_UNSUPPORTED:
                 return fail(ret_reason, "request is not offered by vhost-recon");
         }
@@ -299,9 +304,16 @@ int vu_msg_check_backend_request(const VuMsg *m, const char **ret_reason) {
                 return r;
         if (m->hdr.flags & VU_FLAG_REPLY)
                 return fail(ret_reason, "a reply where a request was expected");
-        if (m->hdr.request != VU_BACKEND_CONFIG_CHANGE_MSG)
+        if (m->hdr.request == VU_BACKEND_IOTLB_MSG) {
+                /* Relayed whole to the front-end, which answers a MISS with an UPDATE on its
+                 * own connection (through the daemon) and logs an ACCESS_FAIL. */
+                if (m->hdr.size != sizeof(VuIotlbMsg))
+                        return fail(ret_reason, "payload size must be 32 (IOTLB message)");
+                if (m->payload.iotlb.type != VU_IOTLB_MISS && m->payload.iotlb.type != VU_IOTLB_ACCESS_FAIL)
+                        return fail(ret_reason, "back-end IOTLB message neither a MISS nor an ACCESS_FAIL");
+        } else if (m->hdr.request != VU_BACKEND_CONFIG_CHANGE_MSG)
                 return fail(ret_reason, "back-end request that needs a feature vhost-recon does not offer");
-        if (m->hdr.size != 0 && m->hdr.size != sizeof(uint64_t))
+        else if (m->hdr.size != 0 && m->hdr.size != sizeof(uint64_t))
                 return fail(ret_reason, "payload size must be 0");
         if (m->n_fds != 0)
                 return fail(ret_reason, "more fds than the request carries");

@@ -99,6 +99,19 @@ int shadow_to_json(const Shadow *s, json_object **ret, int *fds, size_t *ret_n_f
                 json_object_object_add(in, "fd", json_object_new_int(add_fd(s->inflight_fd, fds, &n)));
                 json_object_object_add(o, "inflight", in);
         }
+        if (s->iotlb.n > 0) {
+                json_object *t = json_object_new_array();
+                for (unsigned i = 0; i < s->iotlb.n; i++) {
+                        const IotlbEntry *e = &s->iotlb.entries[i];
+                        json_object *x = json_object_new_object();
+                        json_object_object_add(x, "iova", u64(e->iova));
+                        json_object_object_add(x, "size", u64(e->size));
+                        json_object_object_add(x, "uaddr", u64(e->uaddr));
+                        json_object_object_add(x, "perm", u64(e->perm));
+                        json_object_array_add(t, x);
+                }
+                json_object_object_add(o, "iotlb", t);
+        }
         json_object_object_add(o, "config", hex(s->config, sizeof(s->config)));
         json_object_object_add(o, "config_written", hex(s->config_written, sizeof(s->config_written)));
 
@@ -265,6 +278,22 @@ static int restore(Shadow *s, json_object *j, const int *fds, size_t n_fds, cons
                 if (s->inflight_fd < 0)
                         return fail(ret_reason, "inflight region without its fd");
                 s->inflight_set = true;
+        }
+        /* Taken as updates again: checked, and kept only where memory is (after the table). */
+        if (json_object_object_get_ex(j, "iotlb", &a)) {
+                if (!json_object_is_type(a, json_type_array) || json_object_array_length(a) > IOTLB_SHADOW_MAX_ENTRIES)
+                        return fail(ret_reason, "bad IOTLB");
+                for (size_t i = 0; i < json_object_array_length(a); i++) {
+                        json_object *e = json_object_array_get_idx(a, i);
+                        VuIotlbMsg m = { .type = VU_IOTLB_UPDATE };
+                        if (!get_opt_u64(e, "iova", &m.iova) || !get_opt_u64(e, "size", &m.size) ||
+                            !get_opt_u64(e, "uaddr", &m.uaddr) || !get_opt_u64(e, "perm", &x) || x > 0xff)
+                                return fail(ret_reason, "bad IOTLB entry");
+                        m.perm = (uint8_t) x;
+                        int k = iotlb_apply(&s->iotlb, &s->memory, &m, ret_reason);
+                        if (k < 0 && k != -ERANGE && k != -ENOSPC)
+                                return k;
+                }
         }
         if (get_hex(j, "config", s->config, sizeof(s->config)) < 0 ||
             get_hex(j, "config_written", s->config_written, sizeof(s->config_written)) < 0)

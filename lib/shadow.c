@@ -23,6 +23,7 @@ static void vring_release(ShadowVring *v) {
 void shadow_init(Shadow *s) {
         memset(s, 0, sizeof(*s));
         guest_memory_init(&s->memory);
+        iotlb_init(&s->iotlb);
         s->inflight_fd = -1;
         s->backend_req_fd = -1;
 }
@@ -40,6 +41,7 @@ void shadow_reset(Shadow *s) {
 
         reset_vrings(s);
         guest_memory_clear(&s->memory);
+        iotlb_clear(&s->iotlb);
         safe_close(s->inflight_fd);
         safe_close(s->backend_req_fd);
         shadow_init(s);
@@ -79,6 +81,19 @@ bool shadow_frontend_protocol_features(const Shadow *s, uint64_t *ret) {
 
 static bool pf_negotiated(const Shadow *s, unsigned bit) {
         return s->protocol_features_set && (s->protocol_features & VU_BIT(bit));
+}
+
+bool shadow_iommu(const Shadow *s) {
+        return s->features_set && (s->features & VU_BIT(VIRTIO_F_ACCESS_PLATFORM));
+}
+
+/* A ring's address as the front-end's own: through the IOTLB when addresses are IOVAs. */
+static int ring_uaddr(const Shadow *s, uint64_t addr, uint64_t len, uint64_t *ret) {
+        if (!shadow_iommu(s)) {
+                *ret = addr;
+                return 0;
+        }
+        return iotlb_translate(&s->iotlb, addr, len, ret);
 }
 
 static bool packed(const Shadow *s) {
@@ -137,6 +152,10 @@ static int check_vring_addr(const Shadow *s, const VuVringAddr *a, uint32_t num,
         uint64_t desc = vring_split_desc_size(num);
         uint64_t avail = packed(s) ? 4 : vring_split_avail_size(num);
         uint64_t used = packed(s) ? 4 : vring_split_used_size(num);
+        /* IOVAs: the IOTLB may not know them yet (QEMU maps the used ring after this); they
+         * are translated, and checked against memory, when they are read. */
+        if (shadow_iommu(s))
+                return 0;
         if (!guest_memory_translate(&s->memory, a->desc_user_addr, desc) ||
             !guest_memory_translate(&s->memory, a->avail_user_addr, avail) ||
             !guest_memory_translate(&s->memory, a->used_user_addr, used))
@@ -359,6 +378,12 @@ int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason) {
                 return 0;
         }
 
+        case VU_IOTLB_MSG:
+                r = iotlb_apply(&s->iotlb, &s->memory, &m->payload.iotlb, ret_reason);
+                if (r == -ERANGE || r == -ENOSPC)
+                        return 1;       /* passed on, not kept: a miss brings it back */
+                return r;
+
         case VU_GET_FEATURES:
         case VU_GET_PROTOCOL_FEATURES:
         case VU_GET_QUEUE_NUM:
@@ -395,7 +420,11 @@ int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *re
                 *ret = v->resume;
         else if (v->started && v->addr_set && packed(s)) {
                 bool certain = true;
-                r = vring_packed_recover(&s->memory, v->addr.desc_user_addr, v->num_set ? v->num : 0, ret, &certain);
+                uint32_t num = v->num_set ? v->num : 0;
+                uint64_t desc;
+                r = ring_uaddr(s, v->addr.desc_user_addr, 16ull * MAX(num, 1u), &desc);
+                if (r >= 0)
+                        r = vring_packed_recover(&s->memory, desc, num, ret, &certain);
                 if (r >= 0) {
                         from_memory = true;
                         r = certain ? 0 : 1;
@@ -403,7 +432,10 @@ int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *re
                         *ret = v->base;
         } else if (v->started && v->addr_set) {
                 uint16_t idx;
-                r = vring_split_read_used_idx(&s->memory, v->addr.used_user_addr, &idx);
+                uint64_t used;
+                r = ring_uaddr(s, v->addr.used_user_addr, 4, &used);
+                if (r >= 0)
+                        r = vring_split_read_used_idx(&s->memory, used, &idx);
                 if (r >= 0) {
                         *ret = idx;
                         from_memory = true;
@@ -414,6 +446,23 @@ int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *re
 
         if (ret_from_memory)
                 *ret_from_memory = from_memory;
+        return r;
+}
+
+int shadow_read_ring_indexes(const Shadow *s, unsigned index, uint16_t *ret_avail, uint16_t *ret_used) {
+        const ShadowVring *v = index < s->n_vrings ? &s->vrings[index] : NULL;
+        uint64_t avail, used;
+        int r;
+
+        if (!v || !v->addr_set)
+                return -ENOENT;
+        r = ring_uaddr(s, v->addr.avail_user_addr, 4, &avail);
+        if (r >= 0)
+                r = ring_uaddr(s, v->addr.used_user_addr, 4, &used);
+        if (r >= 0)
+                r = vring_split_read_avail_idx(&s->memory, avail, ret_avail);
+        if (r >= 0)
+                r = vring_split_read_used_idx(&s->memory, used, ret_used);
         return r;
 }
 
@@ -608,11 +657,11 @@ static int add_file(VuMsgList *l, VuRequest req, unsigned index, int fd) {
         return fd < 0 ? 0 : vu_msg_add_fd_dup(m, fd);
 }
 
-static int build_vring(const Shadow *s, unsigned i, VuMsgList *l, const char **ret_reason) {
+static int build_vring(const Shadow *s, unsigned i, bool num_sent, VuMsgList *l, const char **ret_reason) {
         const ShadowVring *v = &s->vrings[i];
         int r = 0;
 
-        if (v->num_set)
+        if (v->num_set && !num_sent)
                 r = add_state(l, VU_SET_VRING_NUM, i, v->num);
         if (r >= 0 && (v->base_set || v->started || v->resume_valid)) {
                 uint32_t base;
@@ -728,8 +777,32 @@ int shadow_build_replay(const Shadow *s, uint64_t backend_pf, VuMsgList *ret, co
                 m->hdr.size = VU_CONFIG_HDR_SIZE + (end - off);
                 off = end;
         }
+        /* With a vIOMMU the translations go before the ring addresses, so that the back-end
+         * finds the rings mapped instead of asking. DPDK 22.11 keeps an IOTLB per virtqueue
+         * and drops updates for queues it has not made yet: SET_VRING_NUM makes them. */
+        bool iotlb = r >= 0 && shadow_iommu(s) && s->iotlb.n > 0;
+        for (unsigned i = 0; iotlb && r >= 0 && i < s->n_vrings; i++)
+                if (s->vrings[i].num_set)
+                        r = add_state(&l, VU_SET_VRING_NUM, i, s->vrings[i].num);
+        for (unsigned i = 0; iotlb && r >= 0 && i < s->iotlb.n; i++) {
+                const IotlbEntry *e = &s->iotlb.entries[i];
+                if (!iotlb_entry_in_memory(e, &s->memory))
+                        continue;       /* the memory table changed under it: re-learned */
+                VuMsg *m = list_add(&l);
+                if (!m) {
+                        r = -ENOMEM;
+                        break;
+                }
+                vu_msg_init(m, VU_IOTLB_MSG, 0);
+                m->hdr.size = sizeof(VuIotlbMsg);
+                m->payload.iotlb.iova = e->iova;        /* the padding stays zeroed */
+                m->payload.iotlb.size = e->size;
+                m->payload.iotlb.uaddr = e->uaddr;
+                m->payload.iotlb.perm = e->perm;
+                m->payload.iotlb.type = VU_IOTLB_UPDATE;
+        }
         for (unsigned i = 0; r >= 0 && i < s->n_vrings; i++)
-                r = build_vring(s, i, &l, ret_reason);
+                r = build_vring(s, i, iotlb, &l, ret_reason);
         if (s->features_set && (s->features & VU_BIT(VU_F_PROTOCOL_FEATURES)))
                 for (unsigned i = 0; r >= 0 && i < s->n_vrings; i++)
                         if (s->vrings[i].enable_set)

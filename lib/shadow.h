@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "guest-memory.h"
+#include "iotlb.h"
 #include "vhost-user.h"
 
 /* Protocol features the daemon can replay, and so offers to front-ends. */
@@ -18,9 +19,9 @@
          VU_BIT(VU_PF_STATUS) | VU_BIT(VU_PF_INFLIGHT_SHMFD) |                        \
          VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT(VU_PF_BACKEND_REQ))
 
-/* Device features never offered to a front-end: dirty logging (live migration) and an
- * IOMMU (IOTLB messages). */
-#define SHADOW_MASKED_FEATURES (VU_BIT(VU_F_LOG_ALL) | VU_BIT(33))
+/* Device features never offered to a front-end: dirty logging (live migration).
+ * ACCESS_PLATFORM (33) is offered: see lib/iotlb.h. */
+#define SHADOW_MASKED_FEATURES (VU_BIT(VU_F_LOG_ALL))
 
 typedef struct ShadowVring {
         bool num_set, base_set, addr_set, kick_set, call_set, err_set, enable_set;
@@ -58,6 +59,7 @@ typedef struct Shadow {
         uint8_t config[VU_MAX_CONFIG_SIZE];             /* bytes the front-end wrote */
         uint8_t config_written[VU_MAX_CONFIG_SIZE / 8];
         BackendCache backend;
+        Iotlb iotlb;                    /* IOTLB_MSG updates in force (ACCESS_PLATFORM + vIOMMU) */
 } Shadow;
 
 typedef struct VuMsgList {
@@ -79,7 +81,9 @@ bool shadow_frontend_protocol_features(const Shadow *s, uint64_t *ret);
 
 /* Applies a valid (vu_msg_check_request) front-end request. Checks what depends on state
  * (negotiated features, memory bounds, ring sizes, eventfds) and keeps copies of the fds it
- * needs; m keeps its own. Returns 0, or a negative errno with *ret_reason. */
+ * needs; m keeps its own. Returns 0, or a negative errno with *ret_reason; or 1 when the
+ * request is taken but the shadow did not keep all of it (an IOTLB update past the bound or
+ * outside memory: *ret_reason says which; a later back-end re-learns it through a miss). */
 int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason);
 
 /* Answers a request from the shadow alone (no back-end), for requests that need an answer:
@@ -102,6 +106,10 @@ void shadow_missing(const Shadow *s, uint64_t features, uint64_t protocol_featur
  * the front-end never set protocol features: the replay then sets none. */
 uint64_t shadow_backend_protocol_features(const Shadow *s, uint64_t offered);
 
+/* Ring and buffer addresses are IOVAs: ACCESS_PLATFORM in SET_FEATURES (QEMU sets it there
+ * only with a vIOMMU; without one its addresses stay its own). */
+bool shadow_iommu(const Shadow *s);
+
 /* Number of vrings the front-end has touched (highest index + 1). */
 unsigned shadow_vrings_in_use(const Shadow *s);
 
@@ -110,6 +118,10 @@ unsigned shadow_vrings_in_use(const Shadow *s);
  * vring_packed_recover()), else the base the front-end set. 0, or 1 when a packed ring's
  * index is a best guess, or a negative errno (*ret is then the base). */
 int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *ret_from_memory);
+
+/* A split ring's avail and used indexes as guest memory has them now (through the IOTLB when
+ * addresses are IOVAs), for the logs. Negative errno when a ring is not readable. */
+int shadow_read_ring_indexes(const Shadow *s, unsigned index, uint16_t *ret_avail, uint16_t *ret_used);
 
 /* The messages that bring a new back-end to the shadow's state, in order, after the
  * SET_OWNER / GET_FEATURES / GET_PROTOCOL_FEATURES probe. backend_pf is what

@@ -75,6 +75,7 @@ typedef enum VuBackendRequest {
 #define VU_F_LOG_ALL                    26
 #define VU_F_PROTOCOL_FEATURES          30
 #define VIRTIO_F_VERSION_1              32
+#define VIRTIO_F_ACCESS_PLATFORM        33
 #define VIRTIO_F_RING_PACKED            34
 
 /* Protocol feature bits. */
@@ -173,6 +174,23 @@ typedef struct VuConfig {
         uint8_t region[VU_MAX_CONFIG_SIZE];
 } VuConfig;
 
+/* IOTLB_MSG and BACKEND_IOTLB_MSG (struct vhost_iotlb_msg; 32 bytes with its padding). */
+typedef struct VuIotlbMsg {
+        uint64_t iova;
+        uint64_t size;
+        uint64_t uaddr;
+        uint8_t perm;
+        uint8_t type;
+} VuIotlbMsg;
+
+#define VU_IOTLB_MISS           1
+#define VU_IOTLB_UPDATE         2
+#define VU_IOTLB_INVALIDATE     3
+#define VU_IOTLB_ACCESS_FAIL    4
+#define VU_ACCESS_RO            1
+#define VU_ACCESS_WO            2
+#define VU_ACCESS_RW            3
+
 #define VU_CONFIG_HDR_SIZE      12u
 #define VU_INFLIGHT_WIRE_SIZE   ((uint32_t) sizeof(VuInflight))
 
@@ -189,6 +207,7 @@ typedef struct VuMsg {
                 VuLog log;
                 VuInflight inflight;
                 VuConfig config;
+                VuIotlbMsg iotlb;
                 uint8_t raw[VU_MAX_PAYLOAD];
         } payload;
         int fds[VU_MAX_FDS];
@@ -225,8 +244,8 @@ int vu_msg_check_request(const VuMsg *m, const char **ret_reason);
  * fds. `ack` says the reply is a REPLY_ACK (u64) rather than the request's own answer. */
 int vu_msg_check_reply(const VuMsg *m, uint32_t request, bool ack, const char **ret_reason);
 
-/* Validate a request a back-end sends on its channel. Only CONFIG_CHANGE_MSG can come from a
- * back-end vhost-recon negotiated with (the others need features it never offers). */
+/* Validate a request a back-end sends on its channel: CONFIG_CHANGE_MSG, or an IOTLB_MSG
+ * (a MISS or an ACCESS_FAIL); the others need features vhost-recon never offers. */
 int vu_msg_check_backend_request(const VuMsg *m, const char **ret_reason);
 
 const char *vu_feature_to_string(unsigned bit);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The device shadow on arbitrary sequences of front-end requests, with real fds (eventfds,
  * a memfd of guest memory) where a request carries them: apply, answer, resume indexes,
- * the replay and the JSON form a restart uses. Nothing may crash, read outside guest
+ * the replay and the JSON form a restart uses; with ACCESS_PLATFORM, IOTLB updates and
+ * invalidations and ring indexes read through them. Nothing may crash, read outside guest
  * memory, or leak an fd. */
 #include <stdlib.h>
 #include <fcntl.h>
@@ -55,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                       m.hdr.request == VU_SET_INFLIGHT_FD;
                         m.fds[m.n_fds++] = memory ? fcntl(memfd, F_DUPFD_CLOEXEC, 3) : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
                 }
-                if (vu_msg_check_request(&m, &reason) == 0 && shadow_apply(&s, &m, &reason) == 0 &&
+                if (vu_msg_check_request(&m, &reason) == 0 && shadow_apply(&s, &m, &reason) >= 0 &&
                     shadow_answer(&s, &m, &reply) > 0)
                         vu_msg_close_fds(&reply);
                 vu_msg_close_fds(&m);
@@ -63,7 +64,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         for (unsigned i = 0; i < s.n_vrings; i++) {
                 uint32_t base;
+                uint16_t avail, used;
                 (void) shadow_resume_index(&s, i, &base, NULL);
+                (void) shadow_read_ring_indexes(&s, i, &avail, &used);
+        }
+        /* the IOTLB stays sorted, disjoint and within its bound */
+        if (s.iotlb.n > IOTLB_SHADOW_MAX_ENTRIES)
+                abort();
+        for (unsigned i = 0; i < s.iotlb.n; i++) {
+                const IotlbEntry *e = &s.iotlb.entries[i];
+                if (e->size == 0 || e->iova + (e->size - 1) < e->iova ||
+                    (i > 0 && e[-1].iova + (e[-1].size - 1) >= e->iova))
+                        abort();
         }
         VuMsgList l;
         if (shadow_build_replay(&s, s.protocol_features | VU_BIT(VU_PF_REPLY_ACK), &l, &reason) == 0)

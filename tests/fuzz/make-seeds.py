@@ -49,6 +49,30 @@ packed = [(16, u64(0x10009)), (2, u64(0x500000000)), (5, struct.pack("<II", 1, 0
           (12, u64(0)), (11, state(0, 0))]
 put("fuzz-shadow", "packed", b"".join(record(r, p) for r, p in packed))
 
+# QEMU with an intel-iommu: ACCESS_PLATFORM acked, rings at IOVAs, the IOTLB updates that map
+# them (after SET_VRING_ADDR, as QEMU sends them), then what a hostile front-end might send:
+# overlaps, a hole punched in an entry, a wrap-around, an entry outside memory, a MISS.
+def iotlb(iova, size, ua, perm, typ): return struct.pack("<QQQBB6x", iova, size, ua, perm, typ)
+IOVA = 0xfffe0000
+viommu = [(3, b""), (16, u64(0x10029)), (2, u64(0xb50008000)),
+          (5, struct.pack("<II", 1, 0) + region(0, 0x40000, UADDR, 0))]
+for i in range(2):
+    iova = IOVA + 0x4000 * i
+    viommu += [(8, state(i, 256)), (10, state(i, 0)), (9, addr(i, iova, iova + 0x3000, iova + 0x1000)),
+               (13, u64(i)), (12, u64(i))]
+viommu += [(22, iotlb(IOVA + 0x4000 * i, 0x4000, UADDR + 0x10000 * (i + 1), 3, 2)) for i in range(2)]
+viommu += [(18, state(0, 1)), (18, state(1, 1)), (39, u64(0xf)),
+           (22, iotlb(0x100000, 0x10000, UADDR + 0x20000, 1, 2)),      # data buffers
+           (22, iotlb(0x104000, 0x1000, UADDR + 0x30000, 2, 2)),       # overlaps the last one
+           (22, iotlb(0x108000, 0x1000, 0, 0, 3)),                     # a hole in it
+           (22, iotlb(0xfffffffffffff000, 0x2000, UADDR, 3, 2)),       # wraps: refused
+           (22, iotlb(0x200000, 0x1000, UADDR + 0x3ff000 , 3, 2)),     # outside memory: not kept
+           (22, iotlb(IOVA, 0x1000, 0, 3, 1)),                         # a MISS: refused
+           (11, state(1, 0)), (22, iotlb(IOVA + 0x4000, 0x4000, 0, 0, 3)), (11, state(0, 0))]
+put("fuzz-shadow", "viommu", b"".join(record(r, p, True) for r, p in viommu))
+put("fuzz-message", "iotlb", b"".join(msg(22, iotlb(IOVA, 0x1000, UADDR, 3, t)) for t in (2, 3)) +
+    msg(1, iotlb(IOVA, 0, 0, 1, 1), flags=1))
+
 with open(os.path.join(HERE, "..", "..", "conf", "vhost-recon.conf"), "rb") as f:
     put("fuzz-config", "example", f.read())
 put("fuzz-config", "client", b'control = "/run/c"; reply_timeout_ms = 100; control_mode = "0600";\n'

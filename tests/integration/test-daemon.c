@@ -512,6 +512,137 @@ static void test_backend_channel_relayed(void) {
         ASSERT_EQ(daemon_stop(&d), 0);
 }
 
+static void iotlb_msg(VuMsg *m, uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr) {
+        vu_msg_init(m, VU_IOTLB_MSG, VU_FLAG_NEED_REPLY);
+        m->hdr.size = sizeof(VuIotlbMsg);
+        m->payload.iotlb.iova = iova;
+        m->payload.iotlb.size = size;
+        m->payload.iotlb.uaddr = uaddr;
+        m->payload.iotlb.perm = type == VU_IOTLB_UPDATE ? VU_ACCESS_RW : 0;
+        m->payload.iotlb.type = type;
+}
+
+/* ACCESS_PLATFORM with a vIOMMU: IOTLB updates forwarded with their acks, a back-end's miss
+ * relayed whole to the front-end's channel, updates acked from the shadow while no back-end
+ * is there, and a new back-end gets the translations before the ring addresses and resumes
+ * at the used index read through them. */
+static void test_iommu(void) {
+        Daemon d;
+        char fe_path[128], be_path[128];
+        FrontendPeer fe;
+        BackendPeer a, b;
+        VuMsg m, r;
+        const char *reason;
+        const uint64_t features = NET_TEST_FEATURES | VU_BIT(VIRTIO_F_ACCESS_PLATFORM);
+
+        daemon_start(&d, 1, NULL);
+        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
+        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        ASSERT_EQ(backend_peer_open(&a, be_path, features, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(frontend_peer_open(&fe, fe_path, MEM), 0);
+        fe.want_protocol_features |= VU_BIT(VU_PF_BACKEND_REQ);
+        fe.want_features = features;
+        int pair[2];
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+        fe.backend_req_fd = pair[0];
+        fe.backend_req_send = pair[1];
+        ASSERT_EQ(frontend_peer_setup_while_serving(&fe, &a, 2), 0);
+        size_t sf = backend_peer_find(&a, 0, VU_SET_FEATURES);
+        ASSERT(sf != SIZE_MAX);
+        ASSERT(a.log[sf].payload.u64 & VU_BIT(VIRTIO_F_ACCESS_PLATFORM));
+
+        /* The rings' addresses are IOVAs now. Ring 0's used ring is mapped elsewhere in
+         * memory than its number says (ring 1's maps to itself): the update goes to A, and
+         * A's ack back to the front-end. */
+        const uint64_t used0 = frontend_peer_used(&fe, 0), used1 = frontend_peer_used(&fe, 1);
+        const uint64_t elsewhere = fe.uaddr + 0x80000;
+        iotlb_msg(&m, VU_IOTLB_UPDATE, used0, 0x1000, elsewhere);
+        ASSERT_EQ(frontend_peer_send(&fe, &m), 0);
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_IOTLB_MSG, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(frontend_peer_recv(&fe, &r, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(r.hdr.request, VU_IOTLB_MSG);
+        ASSERT(vu_msg_is_reply(&r));
+        ASSERT_EQ(r.payload.u64, 0);
+        const VuIotlbMsg *got = &a.log[a.n_log - 1].payload.iotlb;
+        ASSERT_EQ(got->iova, used0);
+        ASSERT_EQ(got->uaddr, elsewhere);
+        ASSERT_EQ(got->type, VU_IOTLB_UPDATE);
+
+        /* A misses on ring 1: the front-end reads the whole message on its channel */
+        vu_msg_init(&m, (VuRequest) VU_BACKEND_IOTLB_MSG, 0);
+        m.hdr.size = sizeof(VuIotlbMsg);
+        m.payload.iotlb.iova = used1;
+        m.payload.iotlb.perm = VU_ACCESS_RW;
+        m.payload.iotlb.type = VU_IOTLB_MISS;
+        ASSERT_EQ(vu_send_blocking(a.backend_req_fd, &m), 0);
+        ASSERT_EQ(vu_recv_blocking(fe.backend_req_fd, &r, PEER_TIMEOUT_MS, &reason), 0);
+        ASSERT_EQ(r.hdr.request, VU_BACKEND_IOTLB_MSG);
+        ASSERT_EQ(r.hdr.size, sizeof(VuIotlbMsg));
+        ASSERT_EQ(r.payload.iotlb.iova, used1);
+        ASSERT_EQ(r.payload.iotlb.type, VU_IOTLB_MISS);
+        /* ... and answers it */
+        iotlb_msg(&m, VU_IOTLB_UPDATE, used1, 0x1000, used1);
+        ASSERT_EQ(frontend_peer_send(&fe, &m), 0);
+        ASSERT_EQ(backend_peer_serve_until(&a, VU_IOTLB_MSG, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(frontend_peer_recv(&fe, &r, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(r.payload.u64, 0);
+
+        /* A crashes. Updates and invalidations are taken and acked from the shadow. */
+        backend_peer_close(&a);
+        ASSERT(daemon_log_wait(&d, "port0: link down", 2000));
+        iotlb_msg(&m, VU_IOTLB_UPDATE, 0x40000000, 0x2000, fe.uaddr + 0x90000);
+        ASSERT_EQ(frontend_peer_request(&fe, &m, &r), 0);
+        iotlb_msg(&m, VU_IOTLB_UPDATE, 0x50000000, 0x1000, fe.uaddr + 0xa0000);
+        ASSERT_EQ(frontend_peer_request(&fe, &m, &r), 0);
+        iotlb_msg(&m, VU_IOTLB_INVALIDATE, 0x50000000, 0x1000, 0);
+        ASSERT_EQ(frontend_peer_request(&fe, &m, &r), 0);
+
+        /* where ring 0's used index really is, and a decoy where its IOVA would point */
+        ((uint16_t *) (fe.mem + 0x80000))[1] = 321;
+        frontend_peer_set_used_idx(&fe, 0, 999);
+        frontend_peer_set_used_idx(&fe, 1, 654);
+
+        ASSERT_EQ(backend_peer_open(&b, be_path, features, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        size_t first_iotlb = backend_peer_find(&b, 0, VU_IOTLB_MSG);
+        ASSERT(first_iotlb != SIZE_MAX);
+        ASSERT(backend_peer_find(&b, 0, VU_SET_VRING_NUM) < first_iotlb);
+        ASSERT(first_iotlb < backend_peer_find(&b, 0, VU_SET_VRING_ADDR));
+        ASSERT(backend_peer_find(&b, 0, VU_SET_MEM_TABLE) < first_iotlb);
+        uint64_t seen[3] = {};
+        unsigned n = 0;
+        for (size_t i = first_iotlb; i != SIZE_MAX; i = backend_peer_find(&b, i + 1, VU_IOTLB_MSG)) {
+                ASSERT(n < 3);
+                ASSERT_EQ(b.log[i].payload.iotlb.type, VU_IOTLB_UPDATE);
+                seen[n++] = b.log[i].payload.iotlb.iova;
+        }
+        ASSERT_EQ(n, 3);                /* the invalidated one is gone */
+        ASSERT_EQ(seen[0], 0x40000000);        /* in IOVA order */
+        ASSERT_EQ(seen[1], used0);
+        ASSERT_EQ(seen[2], used1);
+        size_t base = backend_peer_find(&b, 0, VU_SET_VRING_BASE);
+        ASSERT_EQ(b.log[base].payload.state.index, 0);
+        ASSERT_EQ(b.log[base].payload.state.num, 321);
+        base = backend_peer_find(&b, base + 1, VU_SET_VRING_BASE);
+        ASSERT_EQ(b.log[base].payload.state.num, 654);
+
+        /* a back-end IOTLB message that is neither a miss nor an access failure closes
+         * only the channel */
+        vu_msg_init(&m, (VuRequest) VU_BACKEND_IOTLB_MSG, 0);
+        m.hdr.size = sizeof(VuIotlbMsg);
+        m.payload.iotlb.type = VU_IOTLB_UPDATE;
+        ASSERT_EQ(vu_send_blocking(b.backend_req_fd, &m), 0);
+        ASSERT(daemon_log_wait(&d, "back-end channel closed: back-end IOTLB message neither", 2000));
+        VuMsg g;
+        vu_msg_init(&g, VU_GET_FEATURES, 0);
+        ASSERT_EQ(frontend_peer_request(&fe, &g, &r), 0);
+        ASSERT(r.payload.u64 & VU_BIT(VIRTIO_F_ACCESS_PLATFORM));
+        backend_peer_close(&b);
+        frontend_peer_close(&fe);
+        ASSERT_EQ(daemon_stop(&d), 0);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         static const TestCase cases[] = {
@@ -527,6 +658,7 @@ int main(void) {
                 TEST_CASE(test_inflight_region_to_every_backend),
                 TEST_CASE(test_mem_slots_replayed_region_by_region),
                 TEST_CASE(test_backend_channel_relayed),
+                TEST_CASE(test_iommu),
         };
         return run_tests(cases, ELEMENTSOF(cases));
 }

@@ -537,7 +537,7 @@ int frontend_peer_setup_while_serving(FrontendPeer *fe, BackendPeer *be, unsigne
         if (child < 0)
                 return -errno;
         if (child == 0)
-                _exit(frontend_peer_setup(fe, n_rings, 256, NET_TEST_FEATURES) < 0 ? 1 : 0);
+                _exit(frontend_peer_setup(fe, n_rings, 256, fe->want_features ? fe->want_features : NET_TEST_FEATURES) < 0 ? 1 : 0);
         if (fe->backend_req_send >= 0)          /* the child hands it over */
                 fe->backend_req_send = safe_close(fe->backend_req_send);
         r = backend_peer_serve_until(be, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS);

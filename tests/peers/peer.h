@@ -33,6 +33,7 @@ typedef struct FrontendPeer {
         int kick[PEER_MAX_RINGS], call[PEER_MAX_RINGS];
         uint64_t features, protocol_features;
         uint64_t want_protocol_features;        /* default: MQ, REPLY_ACK, STATUS */
+        uint64_t want_features;                 /* setup_while_serving; 0: NET_TEST_FEATURES */
         int inflight_fd;                        /* INFLIGHT_SHMFD: the region the back-end gave */
         int backend_req_fd;                     /* BACKEND_REQ: our end of the channel */
         int backend_req_send;                   /* the end to hand over (-1: made by setup) */

@@ -68,6 +68,11 @@ static void make_valid(VuMsg *m, uint32_t request) {
         case VU_SET_BACKEND_REQ_FD:
                 m->fds[m->n_fds++] = eventfd(0, EFD_CLOEXEC);
                 break;
+        case VU_IOTLB_MSG:
+                m->hdr.size = sizeof(VuIotlbMsg);
+                m->payload.iotlb = (VuIotlbMsg) { .iova = 0x1000, .size = 0x1000, .uaddr = 0x7f0000000000,
+                                                  .perm = VU_ACCESS_RW, .type = VU_IOTLB_UPDATE };
+                break;
         default:
                 break;          /* no payload */
         }
@@ -80,7 +85,7 @@ static const uint32_t valid_requests[] = {
         VU_SET_PROTOCOL_FEATURES, VU_GET_QUEUE_NUM, VU_SET_VRING_ENABLE, VU_SEND_RARP,
         VU_NET_SET_MTU, VU_SET_BACKEND_REQ_FD, VU_GET_CONFIG, VU_SET_CONFIG, VU_GET_INFLIGHT_FD,
         VU_SET_INFLIGHT_FD, VU_RESET_DEVICE, VU_VRING_KICK, VU_GET_MAX_MEM_SLOTS, VU_ADD_MEM_REG,
-        VU_REM_MEM_REG, VU_SET_STATUS, VU_GET_STATUS,
+        VU_REM_MEM_REG, VU_SET_STATUS, VU_GET_STATUS, VU_IOTLB_MSG,
 };
 
 static void test_round_trip_every_request(void) {
@@ -170,8 +175,10 @@ static void test_validation_rules(void) {
         expect_bad(&m, "too large");
         make_valid(&m, VU_SET_LOG_BASE); m.hdr.request = VU_SET_LOG_BASE; m.hdr.size = 16;
         expect_bad(&m, "not offered");
-        make_valid(&m, VU_IOTLB_MSG); m.hdr.request = VU_IOTLB_MSG;
-        expect_bad(&m, "not offered");
+        make_valid(&m, VU_IOTLB_MSG); m.hdr.size = 26;     /* the struct without its padding */
+        expect_bad(&m, "IOTLB message");
+        make_valid(&m, VU_IOTLB_MSG); m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);
+        expect_bad(&m, "more fds");
         make_valid(&m, VU_SET_FEATURES); m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);
         expect_bad(&m, "more fds");                     /* fds without a reason */
         make_valid(&m, VU_ADD_MEM_REG); m.hdr.size = 32;
@@ -465,7 +472,19 @@ static void test_backend_requests(void) {
 
         vu_msg_init(&m, (VuRequest) VU_BACKEND_CONFIG_CHANGE_MSG, VU_FLAG_NEED_REPLY);
         ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), 0);
-        m.hdr.request = VU_BACKEND_IOTLB_MSG;
+        m.hdr.request = VU_BACKEND_IOTLB_MSG;           /* size 0 */
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), -EBADMSG);
+        ASSERT_CONTAINS(reason, "IOTLB message");
+        m.hdr.size = sizeof(VuIotlbMsg);
+        m.payload.iotlb = (VuIotlbMsg) { .iova = 0x5000, .perm = VU_ACCESS_RO, .type = VU_IOTLB_MISS };
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), 0);
+        m.payload.iotlb.type = VU_IOTLB_ACCESS_FAIL;
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), 0);
+        m.payload.iotlb.type = VU_IOTLB_UPDATE;         /* a back-end has nothing to tell */
+        ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), -EBADMSG);
+        ASSERT_CONTAINS(reason, "neither a MISS");
+        m.hdr.request = VU_BACKEND_VRING_HOST_NOTIFIER_MSG;
+        m.hdr.size = 0;
         ASSERT_EQ(vu_msg_check_backend_request(&m, &reason), -EBADMSG);
         ASSERT_CONTAINS(reason, "does not offer");
         m.hdr.request = VU_BACKEND_CONFIG_CHANGE_MSG;

@@ -910,7 +910,240 @@ static void test_json_round_trip(void) {
         fixture_done(&f);
 }
 
+
+/* vIOMMU: ring addresses are IOVAs, mapped by IOTLB updates to the front-end's memory. */
+#define IOMMU_FEATURES (NET_FEATURES | VU_BIT(VIRTIO_F_ACCESS_PLATFORM))
+static uint64_t ring_iova(unsigned i) { return UINT64_C(0xfff00000) + 0x10000 * (i + 1); }
+
+static int send_iotlb(Fixture *f, uint8_t type, uint64_t iova, uint64_t size, uint64_t uaddr) {
+        VuMsg m;
+        const char *reason = NULL;
+        vu_msg_init(&m, VU_IOTLB_MSG, VU_FLAG_NEED_REPLY);
+        m.hdr.size = sizeof(VuIotlbMsg);
+        m.payload.iotlb = (VuIotlbMsg) { .iova = iova, .size = size, .uaddr = uaddr, .perm = VU_ACCESS_RW, .type = type };
+        ASSERT_EQ(vu_msg_check_request(&m, &reason), 0);
+        return shadow_apply(&f->s, &m, &reason);
+}
+
+/* QEMU 7.2 with an intel-iommu: features (with ACCESS_PLATFORM), memory, rings at IOVAs;
+ * the used rings' IOTLB updates come after the ring addresses. */
+static void iommu_setup(Fixture *f) {
+        send_plain(f, VU_SET_OWNER);
+        send_u64(f, VU_SET_PROTOCOL_FEATURES, DPDK_PF);
+        send_u64(f, VU_SET_FEATURES, IOMMU_FEATURES);
+        send_mem_table(f);
+        for (unsigned i = 0; i < 2; i++) {
+                VuMsg m;
+                send_state(f, VU_SET_VRING_NUM, i, RING_NUM);
+                send_state(f, VU_SET_VRING_BASE, i, 0);
+                vu_msg_init(&m, VU_SET_VRING_ADDR, 0);
+                m.hdr.size = sizeof(VuVringAddr);
+                m.payload.addr = (VuVringAddr) { .index = i, .desc_user_addr = ring_iova(i),
+                                                 .avail_user_addr = ring_iova(i) + 16 * RING_NUM,
+                                                 .used_user_addr = ring_iova(i) + 0x8000 };
+                apply_ok(f, &m);        /* IOVAs, not in the memory table: taken */
+                send_file(f, VU_SET_VRING_CALL, i);
+                send_file(f, VU_SET_VRING_KICK, i);
+        }
+        for (unsigned i = 0; i < 2; i++)
+                ASSERT_EQ(send_iotlb(f, VU_IOTLB_UPDATE, ring_iova(i), 0x10000, desc_addr(i)), 0);
+        send_state(f, VU_SET_VRING_ENABLE, 0, 1);
+        send_state(f, VU_SET_VRING_ENABLE, 1, 1);
+        send_u64(f, VU_SET_STATUS, 0xf);
+}
+
+static void test_iommu_features(void) {
+        Fixture f;
+        uint64_t v;
+
+        /* offered when the back-end offers it */
+        fixture_init(&f, IOMMU_FEATURES, DPDK_PF);
+        ASSERT(shadow_frontend_features(&f.s, &v));
+        ASSERT(v & VU_BIT(VIRTIO_F_ACCESS_PLATFORM));
+        ASSERT(!shadow_iommu(&f.s));
+        fixture_done(&f);
+        fixture_init(&f, NET_FEATURES, DPDK_PF);
+        ASSERT(shadow_frontend_features(&f.s, &v));
+        ASSERT_EQ(v & VU_BIT(VIRTIO_F_ACCESS_PLATFORM), 0);
+        fixture_done(&f);
+
+        /* without a vIOMMU QEMU leaves the bit out of SET_FEATURES: addresses are its own and
+         * are checked against memory as always; there is no IOTLB to replay */
+        fixture_init(&f, IOMMU_FEATURES, DPDK_PF);
+        dpdk_virtio_user_setup(&f);
+        ASSERT(!shadow_iommu(&f.s));
+        VuMsg m;
+        vu_msg_init(&m, VU_SET_VRING_ADDR, 0);
+        m.hdr.size = sizeof(VuVringAddr);
+        m.payload.addr = (VuVringAddr) { .index = 0, .desc_user_addr = ring_iova(0),
+                                         .avail_user_addr = ring_iova(0) + 0x1000, .used_user_addr = ring_iova(0) + 0x8000 };
+        ASSERT_EQ(apply(&f, &m), -EINVAL);
+        fixture_done(&f);
+}
+
+static void test_iommu_resume_and_replay(void) {
+        Fixture f;
+        VuMsgList l;
+        const char *reason = NULL;
+        uint32_t base;
+        bool from_memory;
+
+        fixture_init(&f, IOMMU_FEATURES, DPDK_PF);
+        iommu_setup(&f);
+        ASSERT(shadow_iommu(&f.s));
+        ASSERT_EQ(f.s.iotlb.n, 2);
+        /* the switch crashed: the used index is read where the IOTLB maps the used ring */
+        set_used_idx(&f, 0, 5001);
+        set_used_idx(&f, 1, 6002);
+        ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, &from_memory), 0);
+        ASSERT_EQ(base, 5001);
+        ASSERT(from_memory);
+        uint16_t avail, used;
+        ASSERT_EQ(shadow_read_ring_indexes(&f.s, 1, &avail, &used), 0);
+        ASSERT_EQ(used, 6002);
+
+        /* the replay: rings made (SET_VRING_NUM), then the translations, then the rings */
+        ASSERT_EQ(shadow_build_replay(&f.s, DPDK_PF, &l, &reason), 0);
+        const Expect e[] = {
+                { VU_SET_PROTOCOL_FEATURES, 0, DPDK_PF, 0 },
+                { VU_GET_QUEUE_NUM, 0, ANY, 0 },
+                { VU_SET_FEATURES, 0, IOMMU_FEATURES, 0 },
+                { VU_SET_MEM_TABLE, 0, ANY, 1 },
+                { VU_SET_VRING_NUM, 0, RING_NUM, 0 },
+                { VU_SET_VRING_NUM, 1, RING_NUM, 0 },
+                { VU_IOTLB_MSG, 0, ANY, 0 },
+                { VU_IOTLB_MSG, 0, ANY, 0 },
+                { VU_SET_VRING_BASE, 0, 5001, 0 },
+                { VU_SET_VRING_ADDR, 0, ANY, 0 },
+                { VU_SET_VRING_CALL, 0, 0, 1 },
+                { VU_SET_VRING_KICK, 0, 0, 1 },
+                { VU_SET_VRING_BASE, 1, 6002, 0 },
+                { VU_SET_VRING_ADDR, 1, ANY, 0 },
+                { VU_SET_VRING_CALL, 1, 1, 1 },
+                { VU_SET_VRING_KICK, 1, 1, 1 },
+                { VU_SET_VRING_ENABLE, 0, 1, 0 },
+                { VU_SET_VRING_ENABLE, 1, 1, 0 },
+                { VU_SET_STATUS, 0, 0xf, 0 },
+        };
+        check_replay(&l, e, ELEMENTSOF(e), true);
+        for (unsigned i = 0; i < 2; i++) {
+                const VuIotlbMsg *m = &l.msgs[6 + i].payload.iotlb;
+                ASSERT_EQ(m->type, VU_IOTLB_UPDATE);
+                ASSERT_EQ(m->iova, ring_iova(i));
+                ASSERT_EQ(m->size, 0x10000);
+                ASSERT_EQ(m->uaddr, desc_addr(i));
+                ASSERT_EQ(m->perm, VU_ACCESS_RW);
+        }
+        ASSERT_EQ(l.msgs[9].payload.addr.used_user_addr, ring_iova(0) + 0x8000);   /* IOVAs as given */
+        vu_msg_list_clear(&l);
+
+        /* no back-end: an IOTLB message is acked from the shadow */
+        VuMsg req, reply;
+        vu_msg_init(&req, VU_IOTLB_MSG, VU_FLAG_NEED_REPLY);
+        req.hdr.size = sizeof(VuIotlbMsg);
+        req.payload.iotlb = (VuIotlbMsg) { .iova = 0x1000, .size = 0x1000, .type = VU_IOTLB_INVALIDATE };
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT(vu_msg_is_reply(&reply));
+        ASSERT_EQ(reply.payload.u64, 0);
+
+        /* the guest unmaps ring 1: its index cannot be read, the replay says so */
+        ASSERT_EQ(send_iotlb(&f, VU_IOTLB_INVALIDATE, ring_iova(1) + 0x8000, 0x1000, 0), 0);
+        ASSERT(shadow_resume_index(&f.s, 1, &base, NULL) < 0);
+        ASSERT_EQ(shadow_build_replay(&f.s, DPDK_PF, &l, &reason), -EFAULT);
+        ASSERT_CONTAINS(reason, "not readable");
+        /* mapped again, elsewhere: read from there */
+        ASSERT_EQ(send_iotlb(&f, VU_IOTLB_UPDATE, ring_iova(1) + 0x8000, 0x1000, MEM_UADDR + 0x80000), 0);
+        ((uint16_t *) (f.mem + 0x80000))[1] = 77;
+        ASSERT_EQ(shadow_resume_index(&f.s, 1, &base, NULL), 0);
+        ASSERT_EQ(base, 77);
+        fixture_done(&f);
+}
+
+/* Hostile or stale entries never make the daemon read outside the memory it mapped. */
+static void test_iommu_outside_memory(void) {
+        Fixture f;
+        VuMsgList l;
+        const char *reason = NULL;
+        uint32_t base;
+
+        fixture_init(&f, IOMMU_FEATURES, DPDK_PF);
+        iommu_setup(&f);
+        /* an update pointing past the memory table is taken (passed on) but not kept */
+        ASSERT_EQ(send_iotlb(&f, VU_IOTLB_UPDATE, ring_iova(0), 0x10000, MEM_UADDR + MEM_SIZE - 0x8000), 1);
+        ASSERT(shadow_resume_index(&f.s, 0, &base, NULL) < 0);
+        ASSERT_EQ(send_iotlb(&f, VU_IOTLB_UPDATE, ring_iova(0), 0x10000, desc_addr(0)), 0);
+        /* a wrap-around is refused outright */
+        ASSERT_EQ(send_iotlb(&f, VU_IOTLB_UPDATE, UINT64_MAX - 0xfff, 0x2000, MEM_UADDR), -EINVAL);
+        /* the memory table shrinks under the entries: the ring mapped past its end is not read,
+         * and its entry is not replayed */
+        VuMsg m;
+        vu_msg_init(&m, VU_SET_MEM_TABLE, 0);
+        m.payload.memory.nregions = 1;
+        m.payload.memory.regions[0] = (VuMemRegion) { 0, 0x20000, MEM_UADDR, 0 };      /* ring 0 only */
+        m.hdr.size = 8 + sizeof(VuMemRegion);
+        ASSERT_EQ(vu_msg_add_fd_dup(&m, f.memfd), 0);
+        apply_ok(&f, &m);
+        set_used_idx(&f, 0, 9);
+        ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, NULL), 0);
+        ASSERT_EQ(base, 9);
+        ASSERT(shadow_resume_index(&f.s, 1, &base, NULL) < 0);
+        ASSERT_EQ(shadow_build_replay(&f.s, DPDK_PF, &l, &reason), -EFAULT);
+        /* ring 1 stopped cleanly: the replay goes through, with ring 0's entry only */
+        shadow_vring_stopped(&f.s, 1, 3);
+        ASSERT_EQ(shadow_build_replay(&f.s, DPDK_PF, &l, &reason), 0);
+        unsigned n = 0;
+        for (size_t i = 0; i < l.n; i++)
+                if (l.msgs[i].hdr.request == VU_IOTLB_MSG) {
+                        ASSERT_EQ(l.msgs[i].payload.iotlb.iova, ring_iova(0));
+                        n++;
+                }
+        ASSERT_EQ(n, 1);
+        vu_msg_list_clear(&l);
+        /* the front-end leaving forgets the IOTLB */
+        shadow_reset(&f.s);
+        ASSERT_EQ(f.s.iotlb.n, 0);
+        fixture_done(&f);
+}
+
+/* The IOTLB goes with the rest of the state into the fd store. */
+static void test_iommu_json_round_trip(void) {
+        Fixture f;
+        Shadow r;
+        json_object *j;
+        int fds[SHADOW_MAX_SAVED_FDS];
+        size_t n_fds;
+        const char *reason = NULL;
+        uint32_t base;
+
+        fixture_init(&f, IOMMU_FEATURES, DPDK_PF);
+        iommu_setup(&f);
+        ASSERT_EQ(send_iotlb(&f, VU_IOTLB_UPDATE, 0x40000, 0x1000, MEM_UADDR + 0x3000), 0);
+        set_used_idx(&f, 1, 4321);
+        ASSERT_EQ(shadow_to_json(&f.s, &j, fds, &n_fds), 0);
+        json_object *parsed = json_tokener_parse(json_object_to_json_string(j));
+        ASSERT(parsed);
+        shadow_init(&r);
+        ASSERT_EQ(shadow_from_json(&r, parsed, fds, n_fds, &reason), 0);
+        ASSERT_EQ(r.iotlb.n, 3);
+        for (unsigned i = 0; i < 3; i++) {
+                ASSERT_EQ(r.iotlb.entries[i].iova, f.s.iotlb.entries[i].iova);
+                ASSERT_EQ(r.iotlb.entries[i].size, f.s.iotlb.entries[i].size);
+                ASSERT_EQ(r.iotlb.entries[i].uaddr, f.s.iotlb.entries[i].uaddr);
+                ASSERT_EQ(r.iotlb.entries[i].perm, f.s.iotlb.entries[i].perm);
+        }
+        ASSERT_EQ(shadow_resume_index(&r, 1, &base, NULL), 0);
+        ASSERT_EQ(base, 4321);
+        json_object_put(parsed);
+        json_object_put(j);
+        shadow_done(&r);
+        fixture_done(&f);
+}
+
 RUN_TESTS(
+        TEST_CASE(test_iommu_json_round_trip),
+        TEST_CASE(test_iommu_features),
+        TEST_CASE(test_iommu_resume_and_replay),
+        TEST_CASE(test_iommu_outside_memory),
         TEST_CASE(test_dpdk_sequence_replay),
         TEST_CASE(test_qemu_sequence_replay),
         TEST_CASE(test_legacy_replay_without_protocol_features),
