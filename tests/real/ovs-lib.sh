@@ -30,6 +30,19 @@ ovs_missing() {
     return 0
 }
 
+# Closes every fd above 2 of the calling (sub)shell. The daemons started here must not keep
+# the caller's fds: flock(1) hands its lock fd on to the command it runs, and ovsdb-server
+# (detached, in a session of its own) or an ovs-vswitchd that outlived the test would hold
+# that lock for as long as they live.
+ovs_close_fds() {
+    local fd
+    for fd in /proc/$BASHPID/fd/*; do
+        fd=${fd##*/}
+        [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2> /dev/null
+    done
+    return 0
+}
+
 ovs_vsctl() { ovs-vsctl --db="unix:$OVS_DIR/db.sock" --timeout=20 "$@"; }
 # ovs-ofctl finds BRIDGE.mgmt in OVS_RUNDIR
 ovs_ofctl() { OVS_RUNDIR=$OVS_DIR ovs-ofctl "$@"; }
@@ -43,9 +56,10 @@ ovs_setup() {
     OVS_PREFIX=vr-ovs-$$-$RANDOM
     export OVS_RUNDIR=$OVS_DIR OVS_LOGDIR=$OVS_DIR OVS_DBDIR=$OVS_DIR
     ovsdb-tool create "$OVS_DIR/conf.db" "$OVS_SCHEMA" || return 1
-    ovsdb-server "$OVS_DIR/conf.db" --remote="punix:$OVS_DIR/db.sock" \
+    ( ovs_close_fds
+      exec ovsdb-server "$OVS_DIR/conf.db" --remote="punix:$OVS_DIR/db.sock" \
         --pidfile="$OVS_DIR/ovsdb-server.pid" --log-file="$OVS_DIR/ovsdb-server.log" \
-        --unixctl="$OVS_DIR/ovsdb-server.ctl" --no-chdir --detach || return 1
+        --unixctl="$OVS_DIR/ovsdb-server.ctl" --no-chdir --detach ) || return 1
     ovs_vsctl --no-wait init || return 1
     ovs_vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true \
         other_config:dpdk-socket-mem=512 other_config:pmd-cpu-mask=0x2 \
@@ -57,10 +71,11 @@ ovs_setup() {
 # at once.
 ovs_start_vswitchd() {
     local n=$1
-    unshare --net "$OVS_VSWITCHD_BIN" "unix:$OVS_DIR/db.sock" --no-chdir \
+    ( ovs_close_fds
+      exec unshare --net "$OVS_VSWITCHD_BIN" "unix:$OVS_DIR/db.sock" --no-chdir \
         --pidfile="$OVS_DIR/ovs-vswitchd.pid" --unixctl="$OVS_DIR/ovs-vswitchd.ctl" \
-        --log-file="$OVS_DIR/ovs-vswitchd.$n.log" \
-        -vconsole:off < /dev/null > "$OVS_DIR/ovs-vswitchd.$n.out" 2>&1 &
+        --log-file="$OVS_DIR/ovs-vswitchd.$n.log" -vconsole:off ) \
+        < /dev/null > "$OVS_DIR/ovs-vswitchd.$n.out" 2>&1 &
     OVS_VSWITCHD_PID=$!
 }
 

@@ -32,9 +32,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 test_start=$(date +%s.%N)
 ROOT_WORK=$(mktemp -d /tmp/vr-ovs-XXXXXX)
 WORK=$ROOT_WORK
-QEMU_PID= CTL_PID=
+VHOSTCTL=$(dirname "$DAEMON")/vhostctl
+QEMU_PID= CTL_PID= MONITOR_PID=
 cleanup() {
     [ -n "$CTL_PID" ] && kill "$CTL_PID" 2> /dev/null
+    [ -n "$MONITOR_PID" ] && kill "$MONITOR_PID" 2> /dev/null
     [ -n "$QEMU_PID" ] && { kill -9 "$QEMU_PID" 2> /dev/null; wait "$QEMU_PID" 2> /dev/null; }
     ovs_cleanup
     dpdk_cleanup
@@ -42,6 +44,7 @@ cleanup() {
     [ -n "${KEEP_TEST_LOGS:-}" ] || rm -rf "$ROOT_WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' TERM INT   # meson's timeout: clean up too (ovsdb-server runs detached)
 
 passed=0 skipped=0 cannot_failed=0
 cannot() {   # CASE REASON: a case that cannot run here
@@ -64,6 +67,14 @@ fail() {
     exit 1
 }
 now() { date +%s.%N; }
+# seconds from T0 to the last EVENT of port0 that vhostctl monitor printed (its timestamps
+# are the daemon's)
+monitor_since() {   # EVENT T0
+    local ts
+    ts=$(grep " port0 $1" "$WORK/monitor.log" | tail -1 | cut -d' ' -f1)
+    [ -n "$ts" ] || { echo "?"; return; }
+    awk -v a="$2" -v b="$(date -d "$ts" +%s.%N)" 'BEGIN { printf "%.3f", b - a }'
+}
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 wait_for() {   # FILE PATTERN SECONDS
     local i
@@ -96,6 +107,9 @@ switch_up() {
     mkdir -p "$WORK/ovs"
     dpdk_write_config
     dpdk_start_daemon || fail "vhost-recond did not start"
+    # the port's events with the daemon's own timestamps (µs), to time the switch's return
+    "$VHOSTCTL" --socket "$WORK/control" monitor > "$WORK/monitor.log" 2>&1 &
+    MONITOR_PID=$!
     ovs_setup "$WORK/ovs" > "$WORK/ovs-setup.log" 2>&1 || fail "cannot set up ovsdb-server: $(tail -3 "$WORK/ovs-setup.log")"
     ovs_start_vswitchd 0
     why=$(ovs_wait_dpdk 60) || fail "ovs-vswitchd: $why"
@@ -106,6 +120,7 @@ switch_up() {
 }
 
 switch_down() {
+    kill "$MONITOR_PID"; wait "$MONITOR_PID" 2> /dev/null; MONITOR_PID=
     ovs_stop_vswitchd > /dev/null || ovs_kill_vswitchd
     ovs_cleanup
     OVS_DIR=
@@ -177,6 +192,7 @@ disrupt() {
     done
     wait "$CTL_PID"
     CTL_PID=
+    sleep 0.2   # the monitor's events are written as they happen; let the last ones land
     read -r rules flow_at < "$WORK/controller.out"
     [ -n "$link_at" ] || fail "$kind: vhost-recond's link did not come up again within 30 s"
     case $kind/$flow_at in
@@ -190,7 +206,8 @@ disrupt() {
     [ -n "$fe_at" ] || fail "$kind: the front-end receives nothing after the restart ($fe_before -> $($FE_COUNT))"
     local what=started
     [ "$kind" = port ] && what="port added"
-    echo "$CASE $kind: OVS $what; link up after $link_at s, rule $flow_at," \
+    echo "$CASE $kind: OVS $what; back-end connected after $(monitor_since backend-connected "$t0") s," \
+         "link up after $(monitor_since link-up "$t0") s, rule $flow_at," \
          "OVS sends to the front-end after $ovs_at s, front-end counter moves after $fe_at s" \
          "($fe_before -> $($FE_COUNT)); $(grep -o 'link up (down for [0-9.]* s)' "$WORK/daemon.log" | tail -1)"
     grep -o "port0: replay done in [0-9]* µs.*" "$WORK/daemon.log" | tail -1 | sed "s/^/$CASE $kind: daemon: /"
@@ -231,6 +248,9 @@ else
     FE_COUNT=fe_testpmd_rx OVS_MIN=1000 FE_MIN=100000
     disrupt_all
     [ "$FRONTEND_PID" = "$FE_PID" ] || fail "the app was restarted"
+    "$VHOSTCTL" --socket "$WORK/control" status port0 > "$WORK/status.out" || fail "vhostctl status"
+    sed 's/^/app: vhostctl: /' "$WORK/status.out"
+    grep -qE "replays: +3 ok, 0 failed" "$WORK/status.out" || fail "vhostctl does not count 3 replays"
     if grep -qiE "link state change|is down|Failed to|Unexpected" "$WORK/frontend.log"; then
         grep -iE "link state change|is down|Failed to|Unexpected" "$WORK/frontend.log" | head
         fail "the app noticed the restarts"
