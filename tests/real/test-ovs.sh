@@ -153,8 +153,9 @@ controller() {   # KIND T0
 # disrupt KIND N: takes the switch away (sigkill, exit, port), waits 1 s, brings it back,
 # and measures from the moment it is started again (or the port added again): the link up
 # in vhost-recond, the rule back in place, OVS putting packets into the front-end's receive
-# ring again (its tx counter on the port), the front-end's own counter moving. Polled every
-# 20 ms plus the time an ovs-ofctl call takes (tens of ms on a loaded machine).
+# ring again (its tx counter on the port), the front-end's own counter moving. The back-end's
+# connect and the link up are timed by vhostctl monitor's events (the daemon's clock); the
+# rest is polled every 20 ms plus the time an ovs-ofctl call takes (tens of ms).
 # FE_COUNT: the front-end's receive counter; OVS_MIN, FE_MIN: how many packets count as
 # "traffic is back" on each side.
 disrupt() {
