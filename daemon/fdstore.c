@@ -1,130 +1,578 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "backend-channel.h"
 #include "backend.h"
 #include "control.h"
 #include "fdstore.h"
+#include "frontend.h"
 #include "log.h"
 #include "manager.h"
 #include "port.h"
 #include "shadow-json.h"
 
-static int store(const char *name, int fd) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
-        int r = sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
-        if (r <= 0)
-                log_warning_errno(r < 0 ? r : ENOTCONN, "Cannot put %s into the fd store: %m", name);
-        return r;
+/* Each slot of a state file holds this much; the pages are only allocated as written (a
+ * typical port's state is 3-6 KiB; the largest, 509 memory regions and 256 rings, ~150 KiB). */
+#define STATE_CAPACITY (512u * 1024)
+/* Fds a port may keep besides the shadow's: two listeners, front-end, back-end. */
+#define PORT_EXTRA_FDS 4u
+#define WANTED_MAX (SHADOW_MAX_SAVED_FDS + PORT_EXTRA_FDS)
+
+typedef struct StoreEntry {
+        char name[40];
+        int fd;                 /* the mirror's own copy of what the store holds */
+        dev_t dev;
+        ino_t ino;
+        unsigned refs;          /* port states (and state files) that name it */
+} StoreEntry;
+
+struct PortMirror {
+        Port *port;
+        StoreEntry *state;      /* the state memfd */
+        uint8_t *map;
+        size_t map_size;
+        uint64_t generation;
+        StoreEntry **refs;      /* what the newest state names, in the order it was enumerated */
+        int *ref_fds;           /* the port's fd number for each, at that commit */
+        size_t n_refs;
+        bool dirty;
+        bool failed_logged;
+        PortMirror *next_dirty;
+};
+
+struct FdStore {
+        Manager *manager;
+        bool enabled;
+        pid_t pid;
+        uint32_t tag;           /* makes this process's names unique in the store */
+        uint64_t next_id;
+        StoreEntry **entries;
+        size_t n_entries, allocated;
+        PortMirror *dirty_head;
+        int *wanted;            /* scratch: WANTED_MAX fds */
+        bool full_logged;
+        FdStoreStats stats;
+};
+
+static bool same_file(FdStore *s, int a, int b) {
+        return syscall(SYS_kcmp, s->pid, s->pid, KCMP_FILE, a, b) == 0;
 }
 
-static int store_port(Port *p) {
-        char name[64];
-        json_object *state, *shadow;
-        int fds[SHADOW_MAX_SAVED_FDS];
-        size_t n_fds = 0;
-        bool keep_backend;
+static StoreEntry *entry_add(FdStore *s, const char *name, int fd) {
+        struct stat st;
 
-        for (int s = 0; s < _PORT_SIDE_MAX; s++)
-                if (p->listen_fd[s] >= 0 && !p->listen_from_unit[s]) {
-                        snprintf(name, sizeof(name), "vr.%u.listen%d", p->slot, s);
-                        (void) store(name, p->listen_fd[s]);
-                }
-        if (!p->frontend)
-                return 0;
-        if (p->frontend->reader.have || p->fe_head || vu_writer_pending(&p->frontend->writer)) {
-                log_warning("%s: the front-end still had a request in flight; it is not kept", p->config.name);
-                return 0;
+        if (s->n_entries == s->allocated) {
+                size_t n = s->allocated ? s->allocated * 2 : 64;
+                StoreEntry **a = realloc(s->entries, n * sizeof(StoreEntry *));
+                if (!a)
+                        return NULL;
+                s->entries = a;
+                s->allocated = n;
         }
-        /* A back-end in the middle of something is left to reconnect and get a replay. */
-        keep_backend = p->backend && p->backend_state == BACKEND_READY && !p->pending_head &&
-                       p->backend->reader.have == 0 && !vu_writer_pending(&p->backend->writer);
+        StoreEntry *e = calloc(1, sizeof(StoreEntry));
+        if (!e)
+                return NULL;
+        snprintf(e->name, sizeof(e->name), "%s", name);
+        e->fd = fd;
+        if (fstat(fd, &st) == 0) {
+                e->dev = st.st_dev;
+                e->ino = st.st_ino;
+        }
+        s->entries[s->n_entries++] = e;
+        return e;
+}
 
-        shadow_to_json(&p->shadow, &shadow, fds, &n_fds);
+static void entry_drop(FdStore *s, StoreEntry *e, bool remove) {
+        char msg[80];
+
+        for (size_t i = 0; i < s->n_entries; i++)
+                if (s->entries[i] == e) {
+                        s->entries[i] = s->entries[--s->n_entries];
+                        break;
+                }
+        if (remove) {
+                snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", e->name);
+                (void) sd_pid_notify(0, 0, msg);
+                s->stats.removes++;
+        }
+        safe_close(e->fd);
+        free(e);
+}
+
+static void entry_unref(FdStore *s, StoreEntry *e) {
+        if (e && --e->refs == 0)
+                entry_drop(s, e, true);
+}
+
+/* A new entry for fd: a copy of it goes to the store under a new name. */
+static StoreEntry *entry_store(FdStore *s, int fd, const char *kind) {
+        char name[40], msg[80];
+        int copy, r;
+
+        copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (copy < 0)
+                return NULL;
+        snprintf(name, sizeof(name), "vr.%s.%08x.%llx", kind, s->tag, (unsigned long long) s->next_id++);
+        snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
+        r = sd_pid_notify_with_fds(0, 0, msg, &copy, 1);
+        if (r <= 0) {
+                if (!s->full_logged)
+                        log_warning_errno(r < 0 ? r : ENOTCONN,
+                                          "Cannot put %s into the fd store (%m): a crash now costs connections", name);
+                s->full_logged = true;
+                safe_close(copy);
+                return NULL;
+        }
+        s->stats.stores++;
+        StoreEntry *e = entry_add(s, name, copy);
+        if (!e) {
+                snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+                (void) sd_pid_notify(0, 0, msg);
+                safe_close(copy);
+        }
+        return e;
+}
+
+/* The entry holding the same open file as fd (as systemd compares them: it keeps one copy
+ * of a file however often it is stored), a new one if none; with a reference taken. */
+static StoreEntry *entry_for(FdStore *s, PortMirror *pm, size_t hint, int fd) {
+        struct stat st;
+
+        if (hint < pm->n_refs && pm->ref_fds[hint] == fd && pm->refs[hint] && same_file(s, fd, pm->refs[hint]->fd)) {
+                pm->refs[hint]->refs++;
+                return pm->refs[hint];
+        }
+        if (fstat(fd, &st) < 0)
+                return NULL;
+        for (size_t i = 0; i < s->n_entries; i++) {
+                StoreEntry *e = s->entries[i];
+                if (e->dev == st.st_dev && e->ino == st.st_ino && same_file(s, fd, e->fd)) {
+                        e->refs++;
+                        return e;
+                }
+        }
+        StoreEntry *e = entry_store(s, fd, "f");
+        if (e)
+                e->refs = 1;
+        return e;
+}
+
+bool fdstore_enabled(const FdStore *s) {
+        return s && s->enabled;
+}
+
+int fdstore_new(Manager *m, FdStore **ret) {
+        FdStore *s = calloc(1, sizeof(FdStore));
+        int pair[2];
+
+        if (!s)
+                return -ENOMEM;
+        s->manager = m;
+        s->pid = getpid();
+        if (getrandom(&s->tag, sizeof(s->tag), GRND_NONBLOCK) != sizeof(s->tag))
+                s->tag = (uint32_t) (now_realtime_usec() ^ ((uint64_t) s->pid << 16));
+        s->enabled = getenv("NOTIFY_SOCKET") != NULL;
+        if (s->enabled) {
+                /* kcmp tells two dups of one eventfd from two eventfds; without it, no mirror. */
+                if (pipe2(pair, O_CLOEXEC) < 0)
+                        return free(s), -errno;
+                bool ok = same_file(s, pair[0], pair[0]) && !same_file(s, pair[0], pair[1]);
+                safe_close(pair[0]);
+                safe_close(pair[1]);
+                if (!ok) {
+                        log_warning("kcmp() is not allowed: the fd store is not kept in sync, a crash costs every connection");
+                        s->enabled = false;
+                }
+        }
+        s->wanted = calloc(WANTED_MAX, sizeof(int));
+        if (!s->wanted)
+                return free(s), -ENOMEM;
+
+        /* What an earlier process stored: ours until a port names it, or removed. */
+        for (size_t i = 0; i < m->n_passed; i++) {
+                const char *name = m->passed_names[i];
+                if (m->passed_fds[i] < 0 || !name || (strncmp(name, "vr.f.", 5) != 0 && strncmp(name, "vr.s.", 5) != 0))
+                        continue;
+                if (!entry_add(s, name, m->passed_fds[i]))
+                        continue;
+                m->passed_fds[i] = -1;
+        }
+        *ret = s;
+        return 0;
+}
+
+FdStore *fdstore_free(FdStore *s) {
+        if (!s)
+                return NULL;
+        while (s->n_entries > 0)
+                entry_drop(s, s->entries[0], false);
+        free(s->entries);
+        free(s->wanted);
+        free(s);
+        return NULL;
+}
+
+void fdstore_stats(const FdStore *s, FdStoreStats *ret) {
+        *ret = s ? s->stats : (FdStoreStats) {};
+        if (s)
+                ret->entries = s->n_entries;
+}
+
+int fdstore_take_listener(FdStore *s, const char *path) {
+        if (!s)
+                return -1;
+        for (size_t i = 0; i < s->n_entries; i++)
+                if (sd_is_socket_unix(s->entries[i]->fd, SOCK_STREAM, 1, path, 0) > 0) {
+                        int fd = fcntl(s->entries[i]->fd, F_DUPFD_CLOEXEC, 3);
+                        if (fd >= 0)
+                                (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+                        return fd;
+                }
+        return -1;
+}
+
+static PortMirror *mirror_get(Port *p) {
+        if (!p->mirror) {
+                p->mirror = calloc(1, sizeof(PortMirror));
+                if (p->mirror)
+                        p->mirror->port = p;
+        }
+        return p->mirror;
+}
+
+void fdstore_port_changed(Port *p) {
+        FdStore *s = p->manager->fdstore;
+        if (!fdstore_enabled(s))
+                return;
+        PortMirror *pm = mirror_get(p);
+        if (!pm || pm->dirty)
+                return;
+        pm->dirty = true;
+        pm->next_dirty = s->dirty_head;
+        s->dirty_head = pm;
+}
+
+void fdstore_doubt(Port *p, StateStream st) {
+        PortMirror *pm = p->mirror;
+
+        if (!pm || !pm->map) {
+                fdstore_port_changed(p);
+                return;
+        }
+        /* Set before the read or write it covers: the call that follows is opaque to the
+         * compiler, so the store happens first. */
+        volatile uint8_t *d = &((StateFileHeader *) pm->map)->doubt[st];
+        bool was = *d;
+        *d = 1;
+        /* A back-end that is being probed or replayed is not kept anyway: the end of the
+         * replay commits. */
+        if (!was || st == STATE_STREAM_FRONTEND || p->backend_state == BACKEND_READY ||
+            p->backend_state == BACKEND_STOPPING)
+                fdstore_port_changed(p);
+}
+
+static bool frontend_idle(const Port *p) {
+        const Connection *c = p->frontend;
+        return !c || (c->reader.have == 0 && !vu_writer_pending(&c->writer) &&
+                      backend_channel_idle(p->backend_channel, false));
+}
+
+/* The back-end can be kept by a new process: replayed, nothing awaited or half sent. */
+static bool backend_keepable(const Port *p) {
+        const Connection *c = p->backend;
+        return c && p->backend_state == BACKEND_READY && !p->pending_head && !p->fe_head && c->reader.have == 0 &&
+               !vu_writer_pending(&c->writer) && !c->failed && backend_channel_idle(p->backend_channel, true);
+}
+
+static json_object *msg_hex(const VuMsg *m) {
+        size_t n = sizeof(m->hdr) + m->hdr.size;
+        const uint8_t *h = (const uint8_t *) &m->hdr, *pl = m->payload.raw;
+        char *s = malloc(2 * n + 1);
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                sprintf(s + 2 * i, "%02x", i < sizeof(m->hdr) ? h[i] : pl[i - sizeof(m->hdr)]);
+        json_object *o = json_object_new_string(s);
+        free(s);
+        return o;
+}
+
+static int msg_from_hex(const char *s, VuMsg *ret) {
+        size_t len = strlen(s);
+        uint8_t buf[sizeof(VuHeader) + VU_MAX_PAYLOAD];
+
+        if (len % 2 || len / 2 < sizeof(VuHeader) || len / 2 > sizeof(buf))
+                return -EBADMSG;
+        for (size_t i = 0; i < len / 2; i++) {
+                unsigned b;
+                if (sscanf(s + 2 * i, "%2x", &b) != 1)
+                        return -EBADMSG;
+                buf[i] = (uint8_t) b;
+        }
+        memset(ret, 0, sizeof(*ret));
+        memcpy(&ret->hdr, buf, sizeof(VuHeader));
+        if (ret->hdr.size != len / 2 - sizeof(VuHeader))
+                return -EBADMSG;
+        memcpy(ret->payload.raw, buf + sizeof(VuHeader), ret->hdr.size);
+        return 0;
+}
+
+/* The front-end's requests that were read, applied to the shadow, and not answered yet, in
+ * their order: those the back-end owes an answer to, then those still queued. */
+static json_object *requests_json(const Port *p) {
+        json_object *a = json_object_new_array();
+        for (const Pending *pd = p->pending_head; pd; pd = pd->next)
+                if (pd->item)
+                        json_object_array_add(a, msg_hex(&pd->item->msg));
+        for (const FrontendItem *it = p->fe_head; it; it = it->next)
+                if (it->needs_reply)
+                        json_object_array_add(a, msg_hex(&it->msg));
+        return a;
+}
+
+static json_object *name_or_null(StoreEntry *e) {
+        return e ? json_object_new_string(e->name) : NULL;
+}
+
+static int state_file_open(FdStore *s, PortMirror *pm) {
+        size_t size = state_file_size(STATE_CAPACITY);
+        int fd = memfd_create("vhost-recon-state", MFD_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (ftruncate(fd, size) < 0) {
+                safe_close(fd);
+                return -errno;
+        }
+        void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+                safe_close(fd);
+                return -errno;
+        }
+        (void) state_file_init(map, size);
+        StoreEntry *e = entry_store(s, fd, "s");
+        safe_close(fd);
+        if (!e) {
+                munmap(map, size);
+                return -EIO;
+        }
+        e->refs = 1;
+        pm->state = e;
+        pm->map = map;
+        pm->map_size = size;
+        return 0;
+}
+
+static int commit(FdStore *s, PortMirror *pm) {
+        Port *p = pm->port;
+        uint64_t start = now_usec();
+        int *fds = s->wanted + PORT_EXTRA_FDS;
+        size_t n_shadow = 0, n = 0;
+        int listen_idx[_PORT_SIDE_MAX] = { -1, -1 }, fe_idx = -1, be_idx = -1;
+        json_object *shadow, *state, *names;
+        StoreEntry **now;
+        int r;
+
+        if (!pm->map) {
+                r = state_file_open(s, pm);
+                if (r < 0) {
+                        if (!pm->failed_logged)
+                                log_warning_errno(r, "%s: cannot create its state file in the fd store: %m", p->config.name);
+                        pm->failed_logged = true;
+                        return r;
+                }
+        }
+
+        /* Everything the port keeps, in a stable order (so the hint finds last commit's entry). */
+        for (int side = 0; side < _PORT_SIDE_MAX; side++)
+                if (p->listen_fd[side] >= 0 && !p->listen_from_unit[side]) {
+                        listen_idx[side] = (int) n;
+                        s->wanted[n++] = p->listen_fd[side];
+                }
+        if (p->frontend) {
+                fe_idx = (int) n;
+                s->wanted[n++] = p->frontend->fd;
+        }
+        if (p->backend) {
+                be_idx = (int) n;
+                s->wanted[n++] = p->backend->fd;
+        }
+        /* the shadow's fds follow, whatever kinds it has (shadow_to_json enumerates them) */
+        shadow_to_json(&p->shadow, &shadow, fds, &n_shadow);
+        memmove(s->wanted + n, fds, n_shadow * sizeof(int));
+        size_t shadow_base = n;
+        n += n_shadow;
+
+        now = calloc(n ? n : 1, sizeof(StoreEntry *));
+        int *now_fds = malloc((n ? n : 1) * sizeof(int));
+        if (!now || !now_fds) {
+                free(now);
+                free(now_fds);
+                json_object_put(shadow);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                now[i] = entry_for(s, pm, i, s->wanted[i]);
+                now_fds[i] = s->wanted[i];
+        }
+
         state = json_object_new_object();
-        json_object_object_add(state, "name", json_object_new_string(p->config.name));
+        json_object_object_add(state, "port", json_object_new_string(p->config.name));
+        names = json_object_new_array();
+        for (size_t i = shadow_base; i < n; i++)
+                json_object_array_add(names, name_or_null(now[i]));
+        json_object_object_add(state, "fds", names);
         json_object_object_add(state, "shadow", shadow);
-        json_object_object_add(state, "fds", json_object_new_int((int) n_fds));
-        json_object_object_add(state, "backend", json_object_new_boolean(keep_backend));
-        json_object_object_add(state, "backend_protocol_features", json_object_new_uint64(p->backend_protocol_features));
+        for (int side = 0; side < _PORT_SIDE_MAX; side++)
+                if (listen_idx[side] >= 0)
+                        json_object_object_add(state, side == PORT_FRONTEND ? "listen_frontend" : "listen_backend",
+                                               name_or_null(now[listen_idx[side]]));
+        if (fe_idx >= 0) {
+                json_object_object_add(state, "frontend", name_or_null(now[fe_idx]));
+                json_object_object_add(state, "requests", requests_json(p));
+                json_object_object_add(state, "fe_seq", json_object_new_uint64(p->fe_seq));
+        }
+        if (be_idx >= 0 && backend_keepable(p)) {
+                json_object_object_add(state, "backend", name_or_null(now[be_idx]));
+                json_object_object_add(state, "backend_protocol_features", json_object_new_uint64(p->backend_protocol_features));
+        } else if (be_idx >= 0)
+                json_object_object_add(state, "backend_busy", json_object_new_string(
+                        p->backend_state == BACKEND_PROBING ? "being probed" :
+                        p->backend_state == BACKEND_REPLAYING ? "being replayed" :
+                        p->backend_state == BACKEND_STOPPING ? "being stopped" : "waiting for an answer"));
         json_object_object_add(state, "link_up", json_object_new_boolean(p->link_up));
         json_object_object_add(state, "link_generation", json_object_new_uint64(p->link_generation));
         json_object_object_add(state, "link_changed_realtime_usec", json_object_new_uint64(p->link_changed_realtime_usec));
-        json_object_object_add(state, "link_down_usec", json_object_new_uint64(p->link_down_usec));
         json_object_object_add(state, "last_error", json_object_new_string(p->last_error));
         json_object_object_add(state, "stats", port_stats_to_json(&p->stats));
 
         size_t len;
         const char *text = json_object_to_json_string_length(state, JSON_C_TO_STRING_PLAIN, &len);
-        int memfd = memfd_create("vhost-recon-state", MFD_CLOEXEC);
-        if (memfd < 0 || write(memfd, text, len) != (ssize_t) len) {
-                log_warning_errno(errno, "%s: cannot write its state for the fd store: %m", p->config.name);
-                safe_close(memfd);
-                json_object_put(state);
-                return 0;
-        }
+        r = state_file_write(pm->map, pm->map_size, text, len, pm->generation + 1);
         json_object_put(state);
+        if (r < 0) {
+                /* The old state stays, and names the old entries: keep those, drop the new. */
+                for (size_t i = 0; i < n; i++)
+                        entry_unref(s, now[i]);
+                free(now);
+                free(now_fds);
+                if (!pm->failed_logged)
+                        log_warning_errno(r, "%s: cannot write its state (%zu bytes) to the fd store: %m", p->config.name, len);
+                pm->failed_logged = true;
+                return r;
+        }
+        pm->generation++;
+        s->stats.bytes += len;
 
-        /* The fds first, the state last: a state in the store means everything is there. */
-        int r = 1;
-        for (size_t i = 0; i < n_fds && r > 0; i++) {
-                snprintf(name, sizeof(name), "vr.%u.fd.%zu", p->slot, i);
-                r = store(name, fds[i]);
-        }
-        if (r > 0) {
-                snprintf(name, sizeof(name), "vr.%u.fe", p->slot);
-                r = store(name, p->frontend->fd);
-        }
-        if (r > 0 && keep_backend) {
-                snprintf(name, sizeof(name), "vr.%u.be", p->slot);
-                r = store(name, p->backend->fd);
-        }
-        if (r > 0) {
-                snprintf(name, sizeof(name), "vr.%u.state", p->slot);
-                r = store(name, memfd);
-        }
-        safe_close(memfd);
-        if (r <= 0)
-                return 0;
-        log_info("%s: front-end%s kept in the fd store (%zu fds)", p->config.name,
-                 keep_backend ? " and back-end" : "", n_fds);
-        return 1;
+        /* The state says where each stream stands: a stream between messages is no longer in
+         * doubt. One in the middle of one stays so. */
+        StateFileHeader *h = (StateFileHeader *) pm->map;
+        if (frontend_idle(p))
+                h->doubt[STATE_STREAM_FRONTEND] = 0;
+        if (!p->backend || backend_keepable(p))
+                h->doubt[STATE_STREAM_BACKEND] = 0;
+
+        /* Only now may what the old state named leave the store. */
+        for (size_t i = 0; i < pm->n_refs; i++)
+                entry_unref(s, pm->refs[i]);
+        free(pm->refs);
+        free(pm->ref_fds);
+        pm->refs = now;
+        pm->ref_fds = now_fds;
+        pm->n_refs = n;
+        s->stats.commits++;
+        s->stats.commit_usec += now_usec() - start;
+        return 0;
 }
 
-int fdstore_save(Manager *m) {
-        int kept = 0;
+void fdstore_commit_dirty(Manager *m) {
+        FdStore *s = m->fdstore;
+        if (!fdstore_enabled(s))
+                return;
+        while (s->dirty_head) {
+                PortMirror *pm = s->dirty_head;
+                s->dirty_head = pm->next_dirty;
+                pm->next_dirty = NULL;
+                pm->dirty = false;
+                (void) commit(s, pm);
+        }
+}
 
-        if (!getenv("NOTIFY_SOCKET"))
-                return 0;
-        m->keep_sockets = true;
+void fdstore_commit_all(Manager *m) {
         for (size_t i = 0; i < m->n_ports; i++)
-                kept += store_port(m->ports[i]);
-        control_server_store(m->control);
-        return kept;
+                fdstore_port_changed(m->ports[i]);
+        fdstore_commit_dirty(m);
 }
 
-static char *read_all(int fd) {
-        struct stat st;
-        if (fstat(fd, &st) < 0 || st.st_size > (16 << 20))
-                return NULL;
-        char *buf = malloc(st.st_size + 1);
-        if (!buf)
-                return NULL;
-        ssize_t n = pread(fd, buf, st.st_size, 0);
-        if (n != st.st_size) {
-                free(buf);
-                return NULL;
+static void mirror_release(FdStore *s, PortMirror *pm, bool removed) {
+        if (pm->dirty)
+                for (PortMirror **pp = &s->dirty_head; *pp; pp = &(*pp)->next_dirty)
+                        if (*pp == pm) {
+                                *pp = pm->next_dirty;
+                                break;
+                        }
+        for (size_t i = 0; i < pm->n_refs; i++)
+                if (pm->refs[i]) {
+                        if (removed)
+                                entry_unref(s, pm->refs[i]);
+                        else
+                                pm->refs[i]->refs--;
+                }
+        if (pm->state) {
+                if (removed)
+                        entry_unref(s, pm->state);
+                else
+                        pm->state->refs--;
         }
-        buf[n] = 0;
-        return buf;
+        if (pm->map)
+                munmap(pm->map, pm->map_size);
+        free(pm->refs);
+        free(pm->ref_fds);
+        free(pm);
+}
+
+void fdstore_port_free(Port *p, bool removed) {
+        if (!p->mirror)
+                return;
+        mirror_release(p->manager->fdstore, p->mirror, removed);
+        p->mirror = NULL;
+}
+
+/* Adoption. */
+
+typedef struct FoundState {
+        StoreEntry *entry;
+        uint8_t *map;
+        size_t size;
+        uint64_t generation;
+        json_object *json;
+        const char *port;
+} FoundState;
+
+static StoreEntry *entry_by_name(FdStore *s, const char *name) {
+        if (!name)
+                return NULL;
+        for (size_t i = 0; i < s->n_entries; i++)
+                if (strcmp(s->entries[i]->name, name) == 0)
+                        return s->entries[i];
+        return NULL;
+}
+
+static const char *get_str(json_object *o, const char *key) {
+        json_object *v;
+        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ? json_object_get_string(v)
+                                                                                             : NULL;
 }
 
 static uint64_t get_u64(json_object *o, const char *key) {
@@ -132,110 +580,214 @@ static uint64_t get_u64(json_object *o, const char *key) {
         return json_object_object_get_ex(o, key, &v) ? json_object_get_uint64(v) : 0;
 }
 
-static int restore_port(Manager *m, unsigned slot, json_object *state) {
-        char name[64];
-        json_object *v;
-        const char *reason = NULL;
-        int fds[SHADOW_MAX_SAVED_FDS], fe, be, n_fds, r;
-
-        if (!json_object_object_get_ex(state, "name", &v))
-                return log_warning_errno(EBADMSG, "fd store: a state without a port name; ignored");
-        const char *port_name = json_object_get_string(v);
-        Port *p = manager_find_port(m, port_name);
-        snprintf(name, sizeof(name), "vr.%u.fe", slot);
-        fe = manager_take_passed(m, name);
-        snprintf(name, sizeof(name), "vr.%u.be", slot);
-        be = manager_take_passed(m, name);
-        n_fds = json_object_object_get_ex(state, "fds", &v) ? json_object_get_int(v) : 0;
-        if (n_fds < 0 || n_fds > (int) SHADOW_MAX_SAVED_FDS)
-                n_fds = 0;
-        for (int i = 0; i < n_fds; i++) {
-                snprintf(name, sizeof(name), "vr.%u.fd.%d", slot, i);
-                fds[i] = manager_take_passed(m, name);
-        }
-
-        if (!p || p->frontend || fe < 0) {
-                log_warning("%s: in the fd store but %s; closing what was kept", port_name,
-                            !p ? "no longer configured" : p->frontend ? "already has a front-end" : "without a front-end");
-                r = -ESRCH;
-                goto out;
-        }
-        r = shadow_from_json(&p->shadow, json_object_object_get(state, "shadow"), fds, n_fds, &reason);
-        if (r < 0) {
-                log_warning("%s: the kept state is damaged (%s); closing the kept connections", port_name, reason);
-                goto out;
-        }
-        r = connection_new(p, PORT_FRONTEND, TAKE_FD(fe), &p->frontend);
-        if (r < 0)
-                goto out;
-        if (be >= 0 && json_object_object_get_ex(state, "backend", &v) && json_object_get_boolean(v)) {
-                r = connection_new(p, PORT_BACKEND, TAKE_FD(be), &p->backend);
-                if (r >= 0) {
-                        p->backend_state = BACKEND_READY;
-                        p->backend_owner_sent = true;
-                        p->backend_protocol_features = get_u64(state, "backend_protocol_features");
-                        /* Its channel's other end went with the old process: a new one. */
-                        if (p->shadow.backend_req_fd >= 0 &&
-                            (p->backend_protocol_features & VU_BIT(VU_PF_BACKEND_REQ))) {
-                                VuMsg set;
-                                vu_msg_init(&set, VU_SET_BACKEND_REQ_FD,
-                                            p->backend_protocol_features & VU_BIT(VU_PF_REPLY_ACK) ? VU_FLAG_NEED_REPLY : 0);
-                                set.fds[0] = p->shadow.backend_req_fd;
-                                set.n_fds = 1;
-                                (void) backend_send_setup(p, &set, PENDING_INTERNAL, NULL);
-                        }
-                }
-        }
-        port_stats_from_json(&p->stats, json_object_object_get(state, "stats"));
-        p->link_up = json_object_object_get_ex(state, "link_up", &v) && json_object_get_boolean(v);
-        p->link_generation = get_u64(state, "link_generation");
-        p->link_changed_realtime_usec = get_u64(state, "link_changed_realtime_usec");
-        p->link_down_usec = get_u64(state, "link_down_usec");
-        if (json_object_object_get_ex(state, "last_error", &v))
-                snprintf(p->last_error, sizeof(p->last_error), "%s", json_object_get_string(v));
-        log_info("%s: restored from the fd store: front-end pid %d, back-end %s, %u vrings", port_name,
-                 (int) p->frontend->peer.pid, p->backend ? "kept" : "to reconnect", p->shadow.n_vrings);
-        port_update_link(p);
-        r = 1;
-out:
-        safe_close(fe);
-        safe_close(be);
-        for (int i = 0; i < n_fds; i++)
-                safe_close(fds[i]);
-        return r;
+static bool peer_gone(int fd) {
+        struct pollfd pfd = { .fd = fd, .events = POLLRDHUP };
+        return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
-int fdstore_restore(Manager *m) {
-        int restored = 0;
+static int dup_entry(StoreEntry *e) {
+        return e ? fcntl(e->fd, F_DUPFD_CLOEXEC, 3) : -1;
+}
 
-        for (size_t i = 0; i < m->n_passed; i++) {
-                unsigned slot;
-                char tail[16];
-                if (m->passed_fds[i] < 0 || !m->passed_names[i] ||
-                    sscanf(m->passed_names[i], "vr.%u.%15s", &slot, tail) != 2 || strcmp(tail, "state") != 0)
-                        continue;
-                int fd = m->passed_fds[i];
-                m->passed_fds[i] = -1;
-                char *text = read_all(fd);
-                safe_close(fd);
-                json_object *state = text ? json_tokener_parse(text) : NULL;
-                free(text);
-                if (!state) {
-                        log_warning("fd store: unreadable state for slot %u; ignored", slot);
+static void requeue_requests(Port *p, json_object *a) {
+        size_t n = a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
+
+        for (size_t i = 0; i < n && i < FRONTEND_MAX_QUEUED; i++) {
+                json_object *v = json_object_array_get_idx(a, i);
+                FrontendItem *it = calloc(1, sizeof(FrontendItem));
+                if (!it)
+                        return;
+                /* written by the daemon itself; its fds are in the shadow, the answer needs none */
+                if (!json_object_is_type(v, json_type_string) || msg_from_hex(json_object_get_string(v), &it->msg) < 0) {
+                        free(it);
                         continue;
                 }
-                if (restore_port(m, slot, state) > 0)
-                        restored++;
-                json_object_put(state);
+                it->seq = ++p->fe_seq;
+                it->needs_reply = true;
+                it->local = it->msg.hdr.request == VU_SET_OWNER || it->msg.hdr.request == VU_GET_FEATURES ||
+                            it->msg.hdr.request == VU_GET_PROTOCOL_FEATURES;
+                if (p->fe_tail)
+                        p->fe_tail->next = it;
+                else
+                        p->fe_head = it;
+                p->fe_tail = it;
+                p->fe_queued++;
+        }
+}
+
+/* Takes port p back from state f. 1: its front-end is back; 0: nothing to take back. */
+static int restore_port(FdStore *s, Port *p, FoundState *f) {
+        const StateFileHeader *h = (const StateFileHeader *) f->map;
+        json_object *j = f->json, *v;
+        const char *reason = NULL, *name = p->config.name;
+        int fds[SHADOW_MAX_SAVED_FDS];
+        size_t n_fds = 0;
+        int fe = -1, be = -1, r;
+
+        StoreEntry *fe_entry = entry_by_name(s, get_str(j, "frontend"));
+        if (!json_object_object_get_ex(j, "frontend", &v))
+                return 0;       /* it had none */
+        if (!fe_entry) {
+                log_warning("%s: its front-end connection is not in the fd store (its peer left while the daemon "
+                            "was down); the port waits for a new one", name);
+                return 0;
+        }
+        if (h->doubt[STATE_STREAM_FRONTEND]) {
+                log_warning("%s: the daemon died while reading or writing the front-end's stream: its position is "
+                            "unknown, closing that connection", name);
+                return 0;
+        }
+        if (peer_gone(fe_entry->fd)) {
+                log_warning("%s: the front-end left while the daemon was down; closing its connection", name);
+                return 0;
         }
 
-        /* Everything of ours is taken (or dropped): empty the store. */
-        for (size_t i = 0; i < m->n_passed; i++) {
-                char msg[300];
-                if (!m->passed_names[i] || strncmp(m->passed_names[i], "vr.", 3) != 0)
-                        continue;
-                snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", m->passed_names[i]);
-                (void) sd_notify(0, msg);
+        if (json_object_object_get_ex(j, "fds", &v) && json_object_is_type(v, json_type_array))
+                n_fds = MIN(json_object_array_length(v), (size_t) SHADOW_MAX_SAVED_FDS);
+        for (size_t i = 0; i < n_fds; i++) {
+                json_object *x = json_object_array_get_idx(v, i);
+                StoreEntry *e = x && json_object_is_type(x, json_type_string) ? entry_by_name(s, json_object_get_string(x)) : NULL;
+                fds[i] = e ? e->fd : -1;
         }
+        /* shadow_from_json takes copies; a missing one (-1) fails it ("... without its fd") */
+        r = shadow_from_json(&p->shadow, json_object_object_get(j, "shadow"), fds, n_fds, &reason);
+        if (r < 0) {
+                log_warning("%s: its state in the fd store is unusable (%s); closing its front-end", name,
+                            reason ? reason : strerror(-r));
+                return 0;
+        }
+        fe = dup_entry(fe_entry);
+        r = fe < 0 ? -errno : connection_new(p, PORT_FRONTEND, fe, &p->frontend);
+        if (r < 0) {
+                shadow_reset(&p->shadow);
+                return log_warning_errno(r, "%s: cannot take its front-end back: %m", name), 0;
+        }
+        p->fe_seq = get_u64(j, "fe_seq");
+        p->replay_seq = p->fe_seq;
+
+        StoreEntry *be_entry = entry_by_name(s, get_str(j, "backend"));
+        bool be_doubt = h->doubt[STATE_STREAM_BACKEND];
+        if (be_entry && !be_doubt && !peer_gone(be_entry->fd) && (be = dup_entry(be_entry)) >= 0 &&
+            connection_new(p, PORT_BACKEND, be, &p->backend) >= 0) {
+                p->backend_state = BACKEND_READY;
+                p->backend_owner_sent = true;
+                p->backend_protocol_features = get_u64(j, "backend_protocol_features");
+                /* The relay of its channel went with the old process: a new channel. */
+                if (p->shadow.backend_req_fd >= 0 && (p->backend_protocol_features & VU_BIT(VU_PF_BACKEND_REQ))) {
+                        VuMsg set;
+                        vu_msg_init(&set, VU_SET_BACKEND_REQ_FD,
+                                    p->backend_protocol_features & VU_BIT(VU_PF_REPLY_ACK) ? VU_FLAG_NEED_REPLY : 0);
+                        set.fds[0] = p->shadow.backend_req_fd;
+                        set.n_fds = 1;
+                        (void) backend_send_setup(p, &set, PENDING_INTERNAL, NULL);
+                }
+        } else if (be_entry && !be_doubt && peer_gone(be_entry->fd))
+                log_info("%s: the back-end left while the daemon was down", name);
+        else if (be_entry || get_str(j, "backend_busy"))
+                log_warning("%s: the back-end was %s when the daemon died; closing it: it gets a full replay on a "
+                            "fresh connection", name,
+                            be_entry ? "in the middle of a message" : get_str(j, "backend_busy"));
+
+        requeue_requests(p, json_object_object_get(j, "requests"));
+        port_stats_from_json(&p->stats, json_object_object_get(j, "stats"));
+        p->link_up = json_object_object_get_ex(j, "link_up", &v) && json_object_get_boolean(v);
+        p->link_generation = get_u64(j, "link_generation");
+        p->link_changed_realtime_usec = get_u64(j, "link_changed_realtime_usec");
+        if (get_str(j, "last_error"))
+                snprintf(p->last_error, sizeof(p->last_error), "%s", get_str(j, "last_error"));
+        log_info("%s: restored from the fd store (state %llu): front-end pid %d, back-end %s, %u vrings, %u requests "
+                 "to answer", name, (unsigned long long) f->generation, (int) p->frontend->peer.pid,
+                 p->backend ? "kept" : "to reconnect", p->shadow.n_vrings, p->fe_queued);
+        return 1;
+}
+
+int fdstore_adopt(Manager *m) {
+        FdStore *s = m->fdstore;
+        FoundState *found = NULL;
+        size_t n_found = 0, n_entries_before;
+        int restored = 0;
+
+        if (!s)
+                return 0;
+        n_entries_before = s->n_entries;
+        if (n_entries_before > 0)
+                found = calloc(n_entries_before, sizeof(FoundState));
+        for (size_t i = 0; found && i < s->n_entries; i++) {
+                StoreEntry *e = s->entries[i];
+                struct stat st;
+                const void *data;
+                size_t len;
+                uint64_t gen;
+
+                if (strncmp(e->name, "vr.s.", 5) != 0 || fstat(e->fd, &st) < 0 || st.st_size <= 0)
+                        continue;
+                void *map = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, e->fd, 0);
+                if (map == MAP_FAILED)
+                        continue;
+                json_object *j = NULL;
+                char *text = NULL;
+                if (state_file_read(map, st.st_size, &data, &len, &gen) == 0)
+                        text = strndup(data, len);
+                j = text ? json_tokener_parse(text) : NULL;
+                free(text);
+                if (!j || !get_str(j, "port")) {
+                        log_warning("fd store: %s holds no whole state; removing it", e->name);
+                        json_object_put(j);
+                        munmap(map, st.st_size);
+                        continue;
+                }
+                found[n_found++] = (FoundState) { e, map, st.st_size, gen, j, get_str(j, "port") };
+        }
+
+        for (size_t i = 0; i < n_found; i++) {
+                FoundState *f = &found[i];
+                Port *p = manager_find_port(m, f->port);
+                bool newest = true;
+                for (size_t k = 0; k < n_found; k++)
+                        if (k != i && strcmp(found[k].port, f->port) == 0 && found[k].generation > f->generation)
+                                newest = false;
+                if (!newest)
+                        continue;
+                if (!p) {
+                        log_warning("fd store: port %s is no longer configured; closing what it kept", f->port);
+                        continue;
+                }
+                PortMirror *pm = mirror_get(p);
+                if (!pm || pm->map)
+                        continue;
+                restored += restore_port(s, p, f);
+                /* The port goes on writing this state file: the store is not touched. */
+                pm->state = f->entry;
+                f->entry->refs++;
+                pm->map = f->map;
+                pm->map_size = f->size;
+                pm->generation = f->generation;
+                f->map = NULL;
+        }
+
+        /* The first commit names what each port took back; the rest leaves the store. */
+        fdstore_commit_all(m);
+        size_t dropped = 0;
+        for (size_t i = 0; i < s->n_entries;)
+                if (s->entries[i]->refs == 0) {
+                        entry_drop(s, s->entries[i], true);
+                        dropped++;
+                } else
+                        i++;
+        if (n_entries_before > 0)
+                log_info("fd store: %zu fds adopted, %zu no longer needed removed, %d port%s restored",
+                         n_entries_before - dropped, dropped, restored, restored == 1 ? "" : "s");
+        for (size_t i = 0; i < n_found; i++) {
+                if (found[i].map)
+                        munmap(found[i].map, found[i].size);
+                json_object_put(found[i].json);
+        }
+        free(found);
+
+        for (size_t i = 0; i < m->n_ports; i++)
+                if (m->ports[i]->frontend) {
+                        frontend_pump(m->ports[i]);
+                        port_update_link(m->ports[i]);
+                }
         return restored;
 }

@@ -86,6 +86,7 @@ typedef struct Port {
         bool unreachable[_PORT_SIDE_MAX];      /* said once until it is reachable again */
         Connection *frontend, *backend;
         struct BackendChannel *backend_channel;        /* BACKEND_REQ relay for the current back-end */
+        struct PortMirror *mirror;      /* its part of the fd store (fdstore.h) */
 
         BackendState backend_state;
         uint64_t backend_protocol_features;     /* negotiated with the current back-end */
