@@ -302,8 +302,13 @@ static json_object *msg_hex(const VuMsg *m) {
         char *s = malloc(2 * n + 1);
         if (!s)
                 return NULL;
-        for (size_t i = 0; i < n; i++)
-                sprintf(s + 2 * i, "%02x", i < sizeof(m->hdr) ? h[i] : pl[i - sizeof(m->hdr)]);
+        static const char digits[] = "0123456789abcdef";
+        for (size_t i = 0; i < n; i++) {
+                uint8_t b = i < sizeof(m->hdr) ? h[i] : pl[i - sizeof(m->hdr)];
+                s[2 * i] = digits[b >> 4];
+                s[2 * i + 1] = digits[b & 15];
+        }
+        s[2 * n] = 0;
         json_object *o = json_object_new_string(s);
         free(s);
         return o;

@@ -209,12 +209,13 @@ void standin_stop(Standin *s) {
         pid_t pid = s->pid;
         s->pid = 0;     /* not restarted */
         pthread_mutex_unlock(&s->lock);
-        __atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
-        pthread_join(s->thread, NULL);
+        /* before the thread ends: the daemon's PR_SET_PDEATHSIG follows that thread */
         if (pid > 0) {
                 kill(pid, SIGTERM);
                 waitpid(pid, NULL, 0);
         }
+        __atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
+        pthread_join(s->thread, NULL);
         for (size_t i = 0; i < s->n_fds; i++)
                 close(s->fds[i].fd);
         s->n_fds = 0;
