@@ -15,7 +15,7 @@
 # the front-end connected).
 set -u
 BUILD=${1:?usage: $0 BUILD-DIR}
-KILLS=${KILLS:-5}
+KILLS=${KILLS:-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/sandbox.sh"
 . "$HERE/../real/dpdk-lib.sh"
@@ -144,13 +144,31 @@ for k in $(seq "$KILLS"); do
 done
 nrestarts=$(sd systemctl show -p NRestarts --value $U)
 [ "$nrestarts" -ge "$KILLS" ] || fail "NRestarts is $nrestarts"
+# The restart time, measured without systemctl's own latency: SIGKILL sent from the host to
+# the main process (what systemctl kill --kill-who=main does), until vhostctl is answered.
+CG="$(sandbox_cgroot)/$NAME/system.slice/system-vhost\x2drecon.slice/$U.service"
+for k in $(seq "${MEASURE:-6}"); do
+    hostpid=$(head -1 "$CG/cgroup.procs")
+    [ -n "$hostpid" ] || fail "no main process in $CG"
+    t0=$(now_ms)
+    kill -9 "$hostpid"
+    for _ in $(seq 1000); do serving && break; sleep 0.002; done
+    t1=$(now_ms)
+    serving || fail "measure $k: not serving again"
+    MEASURED_MS="${MEASURED_MS:-} $((t1 - t0))"
+    sleep 0.3
+done
+traffic_goes_on "after ${MEASURE:-6} more SIGKILLs" 50000 10
+app_never_noticed "after ${MEASURE:-6} more SIGKILLs"
+echo "ok: ${MEASURE:-6} more SIGKILLs from the host: SIGKILL to serving again (ms, sorted): $(echo $MEASURED_MS | tr ' ' '\n' | sort -n | tr '\n' ' ')"
+
 # 2. the switch restarts afterwards and is replayed from what survived
 switch_restart "after $KILLS SIGKILLs"
 
 # 3. the watchdog (a hung loop: systemd sends SIGABRT after WatchdogSec=1s) and an abort
 hang() { sd systemctl kill -s SIGUSR1 --kill-who=main $U; }
 crash "watchdog (hung event loop)" hang
-grep -q "$U: Watchdog timeout" "$WORK/console.log" || fail "the watchdog did not fire"
+grep -qi "watchdog timeout" "$WORK/console.log" || { grep -i -B2 -A5 "watchdog\|SIGABRT\|ABRT" "$WORK/console.log" | tail -20; fail "the watchdog did not fire"; }
 switch_restart "after the watchdog"
 abrt() { sd systemctl kill -s SIGUSR2 --kill-who=main $U; }
 crash "abort()" abrt
@@ -167,5 +185,5 @@ sd systemctl stop $U || fail "systemctl stop"
 [ "$(sd systemctl show -p NFileDescriptorStore --value $U)" = 0 ] || fail "the fd store was not emptied by a stop"
 echo "ok: systemctl stop: the unit stopped, the fd store emptied"
 sorted=$(echo $RESTART_MS | tr ' ' '\n' | sort -n | tr '\n' ' ')
-echo "restart times (kill/restart command to serving again, ms, sorted): $sorted"
+echo "restart times (from the systemctl command, which takes its own time under load, to serving again, ms, sorted): $sorted"
 echo "$((KILLS + 4)) passed, 0 failed"
