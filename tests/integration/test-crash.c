@@ -64,6 +64,12 @@ static bool same_file(int a, int b) {
         return a >= 0 && b >= 0 && syscall(SYS_kcmp, me, me, KCMP_FILE, a, b) == 0;
 }
 
+static void seen_init(Seen *s) {
+        s->mem_fd = -1;
+        for (unsigned i = 0; i < N_RINGS; i++)
+                s->call[i] = s->kick[i] = -1;
+}
+
 static void seen_reset(Seen *s) {
         safe_close(s->mem_fd);
         for (unsigned i = 0; i < N_RINGS; i++) {
@@ -355,6 +361,7 @@ int main(void) {
 
         pthread_mutex_init(&r.be.lock, NULL);
         r.be.fd = -1;
+        seen_init(&r.be.seen);
         seen_reset(&r.be.seen);
         ASSERT_EQ(pthread_create(&r.be.thread, NULL, backend_run, &r.be), 0);
         r.fe.fd = -1;
