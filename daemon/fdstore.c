@@ -283,6 +283,26 @@ void fdstore_doubt(Port *p, StateStream st) {
                 fdstore_port_changed(p);
 }
 
+void fdstore_reply_begin(Port *p) {
+        PortMirror *pm = p->mirror;
+        if (pm && pm->map)
+                ((volatile StateFileHeader *) pm->map)->doubt[STATE_STREAM_FRONTEND_REPLY] = 1;
+        fdstore_port_changed(p);
+}
+
+void fdstore_reply_sent(Port *p) {
+        PortMirror *pm = p->mirror;
+        const Connection *c = p->frontend;
+
+        p->fe_replies++;
+        if (!pm || !pm->map || !c || vu_writer_pending(&c->writer))
+                return;         /* queued: in doubt until the commit that finds it sent */
+        volatile StateFileHeader *h = (volatile StateFileHeader *) pm->map;
+        h->frontend_replies = p->fe_replies;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        h->doubt[STATE_STREAM_FRONTEND_REPLY] = 0;
+}
+
 static bool frontend_idle(const Port *p) {
         const Connection *c = p->frontend;
         return !c || (c->reader.have == 0 && !vu_writer_pending(&c->writer) &&
@@ -447,6 +467,7 @@ static int commit(FdStore *s, PortMirror *pm) {
                 json_object_object_add(state, "frontend", name_or_null(now[fe_idx]));
                 json_object_object_add(state, "requests", requests_json(p));
                 json_object_object_add(state, "fe_seq", json_object_new_uint64(p->fe_seq));
+                json_object_object_add(state, "replies", json_object_new_uint64(p->fe_replies));
         }
         if (be_idx >= 0 && backend_keepable(p)) {
                 json_object_object_add(state, "backend", name_or_null(now[be_idx]));
@@ -483,8 +504,11 @@ static int commit(FdStore *s, PortMirror *pm) {
         /* The state says where each stream stands: a stream between messages is no longer in
          * doubt. One in the middle of one stays so. */
         StateFileHeader *h = (StateFileHeader *) pm->map;
-        if (frontend_idle(p))
+        h->frontend_replies = p->fe_replies;
+        if (frontend_idle(p)) {
                 h->doubt[STATE_STREAM_FRONTEND] = 0;
+                h->doubt[STATE_STREAM_FRONTEND_REPLY] = 0;
+        }
         if (!p->backend || backend_keepable(p))
                 h->doubt[STATE_STREAM_BACKEND] = 0;
 
@@ -594,10 +618,12 @@ static int dup_entry(StoreEntry *e) {
         return e ? fcntl(e->fd, F_DUPFD_CLOEXEC, 3) : -1;
 }
 
-static void requeue_requests(Port *p, json_object *a) {
+/* The requests the state lists as unanswered, less the first `answered` (the replies sent
+ * after that state was written, in order, as the front-end is answered in order). */
+static void requeue_requests(Port *p, json_object *a, size_t answered) {
         size_t n = a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
 
-        for (size_t i = 0; i < n && i < FRONTEND_MAX_QUEUED; i++) {
+        for (size_t i = answered; i < n && i < FRONTEND_MAX_QUEUED; i++) {
                 json_object *v = json_object_array_get_idx(a, i);
                 FrontendItem *it = calloc(1, sizeof(FrontendItem));
                 if (!it)
@@ -637,7 +663,7 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                             "was down); the port waits for a new one", name);
                 return 0;
         }
-        if (h->doubt[STATE_STREAM_FRONTEND]) {
+        if (h->doubt[STATE_STREAM_FRONTEND] || h->doubt[STATE_STREAM_FRONTEND_REPLY]) {
                 log_warning("%s: the daemon died while reading or writing the front-end's stream: its position is "
                             "unknown, closing that connection", name);
                 return 0;
@@ -669,6 +695,18 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
         }
         p->fe_seq = get_u64(j, "fe_seq");
         p->replay_seq = p->fe_seq;
+        uint64_t replies = get_u64(j, "replies");
+        json_object *requests = json_object_object_get(j, "requests");
+        size_t n_requests = requests && json_object_is_type(requests, json_type_array) ? json_object_array_length(requests) : 0;
+        if (h->frontend_replies < replies || h->frontend_replies - replies > n_requests) {
+                log_warning("%s: the front-end's reply count (%llu) does not fit its state (%llu, %zu unanswered); "
+                            "closing that connection", name, (unsigned long long) h->frontend_replies,
+                            (unsigned long long) replies, n_requests);
+                p->frontend = connection_free(p->frontend);
+                shadow_reset(&p->shadow);
+                return 0;
+        }
+        p->fe_replies = h->frontend_replies;
 
         StoreEntry *be_entry = entry_by_name(s, get_str(j, "backend"));
         bool be_doubt = h->doubt[STATE_STREAM_BACKEND];
@@ -693,7 +731,7 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                             "fresh connection", name,
                             be_entry ? "in the middle of a message" : get_str(j, "backend_busy"));
 
-        requeue_requests(p, json_object_object_get(j, "requests"));
+        requeue_requests(p, requests, (size_t) (h->frontend_replies - replies));
         port_stats_from_json(&p->stats, json_object_object_get(j, "stats"));
         p->link_up = json_object_object_get_ex(j, "link_up", &v) && json_object_get_boolean(v);
         p->link_generation = get_u64(j, "link_generation");

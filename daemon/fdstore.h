@@ -50,6 +50,10 @@ int fdstore_adopt(Manager *m);
 void fdstore_port_changed(Port *p);
 /* About to read or write stream `st` of the port (see above). Cheap: one store. */
 void fdstore_doubt(Port *p, StateStream st);
+/* Around a reply sent to the front-end: only the send itself is in doubt. After a whole
+ * send the reply counter in the state file moves on (fe_replies). */
+void fdstore_reply_begin(Port *p);
+void fdstore_reply_sent(Port *p);
 /* Commits every changed port (the manager calls it after each dispatch). */
 void fdstore_commit_dirty(Manager *m);
 /* Commits every port (clean stop). */

@@ -96,6 +96,7 @@ typedef struct Port {
         FrontendItem *fe_head, *fe_tail;
         unsigned fe_queued;             /* items between fe_head and fe_tail */
         uint64_t fe_seq;                /* sequence of the last front-end request */
+        uint64_t fe_replies;            /* replies sent to the front-end (the fd store counts them) */
         uint64_t replay_seq;            /* requests up to this one are in the replay */
 
         Pending *pending_head, *pending_tail;

@@ -27,6 +27,7 @@
 typedef enum StateStream {
         STATE_STREAM_FRONTEND,
         STATE_STREAM_BACKEND,
+        STATE_STREAM_FRONTEND_REPLY,    /* a reply being sent to the front-end (see replies) */
         _STATE_STREAM_MAX,
         _STATE_STREAM_INVALID = -22,
 } StateStream;
@@ -36,7 +37,11 @@ typedef struct StateFileHeader {
         uint32_t slot_size;             /* bytes per slot, its own header included */
         uint32_t reserved;
         uint8_t doubt[8];               /* indexed by StateStream */
-        uint8_t pad[40];
+        /* Replies sent whole to the front-end, counted by the daemon; stored right after each
+         * one, so that a state written before it can tell which of the requests it lists as
+         * unanswered were answered since. */
+        uint64_t frontend_replies;
+        uint8_t pad[32];
 } StateFileHeader;
 
 typedef struct StateSlot {
