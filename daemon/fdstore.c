@@ -49,6 +49,7 @@ struct PortMirror {
         size_t n_refs;
         bool dirty;
         bool failed_logged;
+        uint64_t doubt_since;   /* when the front-end's stream was last put in doubt */
         PortMirror *next_dirty;
 };
 
@@ -276,6 +277,8 @@ void fdstore_doubt(Port *p, StateStream st) {
         volatile uint8_t *d = &((StateFileHeader *) pm->map)->doubt[st];
         bool was = *d;
         *d = 1;
+        if (!was && st == STATE_STREAM_FRONTEND)
+                pm->doubt_since = now_usec();
         /* A back-end that is being probed or replayed is not kept anyway: the end of the
          * replay commits. */
         if (!was || st == STATE_STREAM_FRONTEND || p->backend_state == BACKEND_READY ||
@@ -506,6 +509,11 @@ static int commit(FdStore *s, PortMirror *pm) {
         StateFileHeader *h = (StateFileHeader *) pm->map;
         h->frontend_replies = p->fe_replies;
         if (frontend_idle(p)) {
+                if (h->doubt[STATE_STREAM_FRONTEND] && pm->doubt_since) {
+                        s->stats.doubt_windows++;
+                        s->stats.doubt_usec += now_usec() - pm->doubt_since;
+                        pm->doubt_since = 0;
+                }
                 h->doubt[STATE_STREAM_FRONTEND] = 0;
                 h->doubt[STATE_STREAM_FRONTEND_REPLY] = 0;
         }

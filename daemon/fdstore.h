@@ -64,5 +64,6 @@ void fdstore_port_free(Port *p, bool removed);
 
 typedef struct FdStoreStats {
         uint64_t commits, commit_usec, stores, removes, entries, bytes;
+        uint64_t doubt_windows, doubt_usec;     /* the front-end's stream in doubt: how often, how long */
 } FdStoreStats;
 void fdstore_stats(const FdStore *s, FdStoreStats *ret);

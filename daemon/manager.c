@@ -83,10 +83,13 @@ static void finish_stop(Manager *m) {
                 log_info("%zu front-end connection%s kept in the fd store for the next start", kept, kept == 1 ? "" : "s");
                 FdStoreStats st;
                 fdstore_stats(m->fdstore, &st);
-                log_info("fd store: %llu commits (%.1f µs, %.0f bytes each), %llu fds stored, %llu removed, %llu held",
+                log_info("fd store: %llu commits (%.1f µs, %.0f bytes each), %llu fds stored, %llu removed, %llu held; "
+                         "front-end streams in doubt %llu times, %.1f µs each",
                          (unsigned long long) st.commits, st.commits ? (double) st.commit_usec / st.commits : 0.0,
                          st.commits ? (double) st.bytes / st.commits : 0.0, (unsigned long long) st.stores,
-                         (unsigned long long) st.removes, (unsigned long long) st.entries);
+                         (unsigned long long) st.removes, (unsigned long long) st.entries,
+                         (unsigned long long) st.doubt_windows,
+                         st.doubt_windows ? (double) st.doubt_usec / st.doubt_windows : 0.0);
         }
         (void) sd_event_exit(m->event, 0);
 }
