@@ -33,8 +33,6 @@
 typedef struct StoreEntry {
         char name[40];
         int fd;                 /* the mirror's own copy of what the store holds */
-        dev_t dev;
-        ino_t ino;
         unsigned refs;          /* port states (and state files) that name it */
 } StoreEntry;
 
@@ -71,8 +69,35 @@ static bool same_file(FdStore *s, int a, int b) {
         return syscall(SYS_kcmp, s->pid, s->pid, KCMP_FILE, a, b) == 0;
 }
 
+/* kcmp orders open files too: the entries are kept sorted by it, so that finding the entry
+ * of an fd takes log2(entries) comparisons, not one per stored eventfd. 0: fd is e's file;
+ * <0 before it; >0 after it. */
+static int file_order(FdStore *s, int fd, const StoreEntry *e) {
+        long r = syscall(SYS_kcmp, s->pid, s->pid, KCMP_FILE, fd, e->fd);
+        return r == 0 ? 0 : r == 1 ? -1 : 1;
+}
+
+/* The index of fd's entry, or where it would go (*ret_found false). */
+static size_t entry_search(FdStore *s, int fd, bool *ret_found) {
+        size_t lo = 0, hi = s->n_entries;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int c = file_order(s, fd, s->entries[mid]);
+                if (c == 0) {
+                        *ret_found = true;
+                        return mid;
+                }
+                if (c < 0)
+                        hi = mid;
+                else
+                        lo = mid + 1;
+        }
+        *ret_found = false;
+        return lo;
+}
+
 static StoreEntry *entry_add(FdStore *s, const char *name, int fd) {
-        struct stat st;
+        bool found;
 
         if (s->n_entries == s->allocated) {
                 size_t n = s->allocated ? s->allocated * 2 : 64;
@@ -87,11 +112,10 @@ static StoreEntry *entry_add(FdStore *s, const char *name, int fd) {
                 return NULL;
         snprintf(e->name, sizeof(e->name), "%s", name);
         e->fd = fd;
-        if (fstat(fd, &st) == 0) {
-                e->dev = st.st_dev;
-                e->ino = st.st_ino;
-        }
-        s->entries[s->n_entries++] = e;
+        size_t at = entry_search(s, fd, &found);
+        memmove(s->entries + at + 1, s->entries + at, (s->n_entries - at) * sizeof(StoreEntry *));
+        s->entries[at] = e;
+        s->n_entries++;
         return e;
 }
 
@@ -100,7 +124,8 @@ static void entry_drop(FdStore *s, StoreEntry *e, bool remove) {
 
         for (size_t i = 0; i < s->n_entries; i++)
                 if (s->entries[i] == e) {
-                        s->entries[i] = s->entries[--s->n_entries];
+                        memmove(s->entries + i, s->entries + i + 1, (s->n_entries - i - 1) * sizeof(StoreEntry *));
+                        s->n_entries--;
                         break;
                 }
         if (remove) {
@@ -149,20 +174,16 @@ static StoreEntry *entry_store(FdStore *s, int fd, const char *kind) {
 /* The entry holding the same open file as fd (as systemd compares them: it keeps one copy
  * of a file however often it is stored), a new one if none; with a reference taken. */
 static StoreEntry *entry_for(FdStore *s, PortMirror *pm, size_t hint, int fd) {
-        struct stat st;
+        bool found;
 
         if (hint < pm->n_refs && pm->ref_fds[hint] == fd && pm->refs[hint] && same_file(s, fd, pm->refs[hint]->fd)) {
                 pm->refs[hint]->refs++;
                 return pm->refs[hint];
         }
-        if (fstat(fd, &st) < 0)
-                return NULL;
-        for (size_t i = 0; i < s->n_entries; i++) {
-                StoreEntry *e = s->entries[i];
-                if (e->dev == st.st_dev && e->ino == st.st_ino && same_file(s, fd, e->fd)) {
-                        e->refs++;
-                        return e;
-                }
+        size_t at = entry_search(s, fd, &found);
+        if (found) {
+                s->entries[at]->refs++;
+                return s->entries[at];
         }
         StoreEntry *e = entry_store(s, fd, "f");
         if (e)
