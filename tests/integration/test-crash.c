@@ -341,7 +341,7 @@ static int count_fds(pid_t pid) {
 int main(void) {
         unsigned crashes = getenv("CRASHES") ? (unsigned) atoi(getenv("CRASHES")) : 200;
         unsigned seed = getenv("SEED") ? (unsigned) atoi(getenv("SEED")) : (unsigned) time(NULL);
-        unsigned dropped = 0, ops[4] = {}, ops_failed = 0;
+        unsigned dropped = 0, ops[4] = {}, ops_failed = 0;  /* ops_failed: drops seen by the op itself */
         uint64_t *restart = calloc(crashes + 1, sizeof(uint64_t));
         int base_fds = -1;
         size_t base_store = 0;
@@ -463,8 +463,9 @@ int main(void) {
         free(log);
         printf("%u crashes (SIGKILL at 0-3 ms into: %u call changes, %u enable toggles, %u call changes while the "
                "back-end flapped, %u front-end set-ups)\n", crashes, ops[0], ops[1], ops[2], ops[3]);
-        printf("front-end kept its connection: %u of %u; dropped because the kill caught its stream mid-message: %u\n",
-               crashes - dropped, crashes, dropped);
+        printf("front-end kept its connection: %u of %u; dropped because the kill caught its stream mid-message: %u "
+               "(%u seen by the request under way, %u by the next one)\n",
+               crashes - dropped, crashes, dropped, ops_failed, dropped - ops_failed);
         printf("back-end kept across the crash: %u; closed for a full replay (mid-probe, mid-replay, mid-message): %u\n",
                kept_be, replayed_be);
         printf("every next replay exact (same memory fd, kick and call eventfds, bases, enables); fds: daemon %d, "
