@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <linux/kcmp.h>
 #include <poll.h>
@@ -10,6 +11,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -33,6 +35,7 @@
 typedef struct StoreEntry {
         char name[40];
         int fd;                 /* the mirror's own copy of what the store holds */
+        char *listen_path;      /* adopted: the path a listening socket is bound to */
         unsigned refs;          /* port states (and state files) that name it */
 } StoreEntry;
 
@@ -134,6 +137,7 @@ static void entry_drop(FdStore *s, StoreEntry *e, bool remove) {
                 s->stats.removes++;
         }
         safe_close(e->fd);
+        free(e->listen_path);
         free(e);
 }
 
@@ -227,9 +231,18 @@ int fdstore_new(Manager *m, FdStore **ret) {
                 const char *name = m->passed_names[i];
                 if (m->passed_fds[i] < 0 || !name || (strncmp(name, "vr.f.", 5) != 0 && strncmp(name, "vr.s.", 5) != 0))
                         continue;
-                if (!entry_add(s, name, m->passed_fds[i]))
+                StoreEntry *e = entry_add(s, name, m->passed_fds[i]);
+                if (!e)
                         continue;
                 m->passed_fds[i] = -1;
+                /* once here, so that each port finds its listeners without a system call per
+                 * stored fd */
+                struct sockaddr_un sa;
+                socklen_t len = sizeof(sa);
+                if (sd_is_socket(e->fd, AF_UNIX, SOCK_STREAM, 1) > 0 &&
+                    getsockname(e->fd, (struct sockaddr *) &sa, &len) == 0 && len > offsetof(struct sockaddr_un, sun_path) &&
+                    sa.sun_path[0])
+                        e->listen_path = strndup(sa.sun_path, len - offsetof(struct sockaddr_un, sun_path));
         }
         *ret = s;
         return 0;
@@ -256,7 +269,7 @@ int fdstore_take_listener(FdStore *s, const char *path) {
         if (!s)
                 return -1;
         for (size_t i = 0; i < s->n_entries; i++)
-                if (sd_is_socket_unix(s->entries[i]->fd, SOCK_STREAM, 1, path, 0) > 0) {
+                if (s->entries[i]->listen_path && strcmp(s->entries[i]->listen_path, path) == 0) {
                         int fd = fcntl(s->entries[i]->fd, F_DUPFD_CLOEXEC, 3);
                         if (fd >= 0)
                                 (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
