@@ -62,6 +62,8 @@ struct FdStore {
         uint64_t next_id;
         StoreEntry **entries;
         size_t n_entries, allocated;
+        StoreEntry **by_name;   /* during adoption: the entries sorted by name */
+        size_t n_by_name;
         PortMirror *dirty_head;
         int *wanted;            /* scratch: WANTED_MAX fds */
         bool full_logged;
@@ -631,13 +633,19 @@ typedef struct FoundState {
         const char *port;
 } FoundState;
 
+static int cmp_name(const void *a, const void *b) {
+        return strcmp((*(StoreEntry *const *) a)->name, (*(StoreEntry *const *) b)->name);
+}
+
+static int cmp_key(const void *key, const void *e) {
+        return strcmp(key, (*(StoreEntry *const *) e)->name);
+}
+
 static StoreEntry *entry_by_name(FdStore *s, const char *name) {
-        if (!name)
+        if (!name || !s->by_name)
                 return NULL;
-        for (size_t i = 0; i < s->n_entries; i++)
-                if (strcmp(s->entries[i]->name, name) == 0)
-                        return s->entries[i];
-        return NULL;
+        StoreEntry **e = bsearch(name, s->by_name, s->n_by_name, sizeof(StoreEntry *), cmp_key);
+        return e ? *e : NULL;
 }
 
 static const char *get_str(json_object *o, const char *key) {
@@ -795,8 +803,15 @@ int fdstore_adopt(Manager *m) {
         if (!s)
                 return 0;
         n_entries_before = s->n_entries;
-        if (n_entries_before > 0)
+        if (n_entries_before > 0) {
                 found = calloc(n_entries_before, sizeof(FoundState));
+                s->by_name = malloc(n_entries_before * sizeof(StoreEntry *));
+        }
+        if (s->by_name) {
+                memcpy(s->by_name, s->entries, n_entries_before * sizeof(StoreEntry *));
+                s->n_by_name = n_entries_before;
+                qsort(s->by_name, s->n_by_name, sizeof(StoreEntry *), cmp_name);
+        }
         for (size_t i = 0; found && i < s->n_entries; i++) {
                 StoreEntry *e = s->entries[i];
                 struct stat st;
@@ -850,6 +865,9 @@ int fdstore_adopt(Manager *m) {
                 f->map = NULL;
         }
 
+        free(s->by_name);
+        s->by_name = NULL;
+        s->n_by_name = 0;
         /* The first commit names what each port took back; the rest leaves the store. */
         fdstore_commit_all(m);
         size_t dropped = 0;
