@@ -26,7 +26,9 @@ static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *use
         Connection *c = userdata;
         int r;
 
-        doubt(c);
+        /* the front-end's reads are covered one by one (fdstore_read_begin/end) */
+        if (c->side == PORT_BACKEND || (revents & EPOLLOUT))
+                doubt(c);
         if (c->failed)
                 return connection_lost(c, c->failed, "sending failed"), 0;
 
@@ -49,7 +51,11 @@ static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *use
                 const char *reason = NULL;
                 VuMsg m;
 
+                if (c->side == PORT_FRONTEND)
+                        fdstore_read_begin(c->port);
                 r = vu_reader_read(&c->reader, fd, &m, &reason);
+                if (c->side == PORT_FRONTEND)
+                        fdstore_read_end(c->port, r == 1 ? &m : NULL);
                 if (r == 0)
                         return 0;
                 if (r == -ECONNRESET)

@@ -44,6 +44,12 @@ struct PortMirror {
         StoreEntry *state;      /* the state memfd */
         uint8_t *map;
         size_t map_size;
+        size_t state_size;      /* the state file; the journal follows it */
+        uint8_t *journal;
+        unsigned journal_n;     /* entries written since the last state */
+        bool journal_broken;    /* one could not be written: in doubt until the next state */
+        StoreEntry *journal_refs[STATE_JOURNAL_ENTRIES * STATE_JOURNAL_MAX_FDS];
+        unsigned n_journal_refs;
         uint64_t generation;
         StoreEntry **refs;      /* what the newest state names, in the order it was enumerated */
         int *ref_fds;           /* the port's fd number for each, at that commit */
@@ -342,6 +348,63 @@ void fdstore_reply_sent(Port *p) {
         h->doubt[STATE_STREAM_FRONTEND_REPLY] = 0;
 }
 
+void fdstore_read_begin(Port *p) {
+        PortMirror *pm = p->mirror;
+        if (pm && pm->map)
+                ((volatile StateFileHeader *) pm->map)->doubt[STATE_STREAM_FRONTEND_READ] = 1;
+}
+
+/* The request m (NULL: none, or not whole yet) was read: into the journal, so that the
+ * stream is known again. On any failure the stream stays in doubt until the next state. */
+void fdstore_read_end(Port *p, const VuMsg *m) {
+        FdStore *s = p->manager->fdstore;
+        PortMirror *pm = p->mirror;
+        const Connection *c = p->frontend;
+        const char *names[VU_MAX_FDS];
+
+        if (!pm || !pm->map || !c || !fdstore_enabled(s))
+                return;
+        volatile StateFileHeader *h = (volatile StateFileHeader *) pm->map;
+        if (!m) {
+                if (c->reader.have == 0)        /* nothing taken off the socket */
+                        h->doubt[STATE_STREAM_FRONTEND_READ] = 0;
+                return;
+        }
+        fdstore_port_changed(p);
+        /* one request missing from the journal, and the later ones cannot be replayed either */
+        pm->journal_broken = pm->journal_broken || pm->journal_n >= STATE_JOURNAL_ENTRIES ||
+                             m->n_fds > STATE_JOURNAL_MAX_FDS ||
+                             pm->n_journal_refs + m->n_fds > ELEMENTSOF(pm->journal_refs);
+        if (pm->journal_broken)
+                return;
+        for (unsigned i = 0; i < m->n_fds; i++) {
+                bool found;
+                size_t at = entry_search(s, m->fds[i], &found);
+                StoreEntry *e = found ? s->entries[at] : entry_store(s, m->fds[i], "f");
+                if (!e) {
+                        pm->journal_broken = true;
+                        return;
+                }
+                e->refs++;
+                pm->journal_refs[pm->n_journal_refs++] = e;
+                names[i] = e->name;
+        }
+        uint8_t raw[sizeof(VuHeader) + VU_MAX_PAYLOAD];        /* the header and payload, as on the wire */
+        memcpy(raw, &m->hdr, sizeof(VuHeader));
+        memcpy(raw + sizeof(VuHeader), m->payload.raw, MIN(m->hdr.size, VU_MAX_PAYLOAD));
+        if (state_journal_write(pm->journal, pm->journal_n, pm->generation, p->fe_seq + 1, raw,
+                                sizeof(VuHeader) + MIN(m->hdr.size, VU_MAX_PAYLOAD), names, m->n_fds) < 0) {
+                pm->journal_broken = true;
+                return;
+        }
+        pm->journal_n++;
+        s->stats.journaled++;
+        if (c->reader.have == 0) {
+                __atomic_signal_fence(__ATOMIC_SEQ_CST);
+                h->doubt[STATE_STREAM_FRONTEND_READ] = 0;
+        }
+}
+
 static bool frontend_idle(const Port *p) {
         const Connection *c = p->frontend;
         return !c || (c->reader.have == 0 && !vu_writer_pending(&c->writer) &&
@@ -411,7 +474,7 @@ static json_object *name_or_null(StoreEntry *e) {
 }
 
 static int state_file_open(FdStore *s, PortMirror *pm) {
-        size_t size = state_file_size(STATE_CAPACITY);
+        size_t state_size = state_file_size(STATE_CAPACITY), size = state_size + STATE_JOURNAL_SIZE;
         int fd = memfd_create("vhost-recon-state", MFD_CLOEXEC);
         if (fd < 0)
                 return -errno;
@@ -424,7 +487,7 @@ static int state_file_open(FdStore *s, PortMirror *pm) {
                 safe_close(fd);
                 return -errno;
         }
-        (void) state_file_init(map, size);
+        (void) state_file_init(map, state_size);
         StoreEntry *e = entry_store(s, fd, "s");
         safe_close(fd);
         if (!e) {
@@ -435,6 +498,8 @@ static int state_file_open(FdStore *s, PortMirror *pm) {
         pm->state = e;
         pm->map = map;
         pm->map_size = size;
+        pm->state_size = state_size;
+        pm->journal = (uint8_t *) map + state_size;
         return 0;
 }
 
@@ -524,7 +589,7 @@ static int commit(FdStore *s, PortMirror *pm) {
 
         size_t len;
         const char *text = json_object_to_json_string_length(state, JSON_C_TO_STRING_PLAIN, &len);
-        r = state_file_write(pm->map, pm->map_size, text, len, pm->generation + 1);
+        r = state_file_write(pm->map, pm->state_size, text, len, pm->generation + 1);
         json_object_put(state);
         if (r < 0) {
                 /* The old state stays, and names the old entries: keep those, drop the new. */
@@ -539,6 +604,12 @@ static int commit(FdStore *s, PortMirror *pm) {
         }
         pm->generation++;
         s->stats.bytes += len;
+        /* the journal starts again after this state, which holds what it recorded */
+        for (unsigned i = 0; i < pm->n_journal_refs; i++)
+                entry_unref(s, pm->journal_refs[i]);
+        pm->n_journal_refs = 0;
+        pm->journal_n = 0;
+        pm->journal_broken = false;
 
         /* The state says where each stream stands: a stream between messages is no longer in
          * doubt. One in the middle of one stays so. */
@@ -552,6 +623,7 @@ static int commit(FdStore *s, PortMirror *pm) {
                 }
                 h->doubt[STATE_STREAM_FRONTEND] = 0;
                 h->doubt[STATE_STREAM_FRONTEND_REPLY] = 0;
+                h->doubt[STATE_STREAM_FRONTEND_READ] = 0;
         }
         if (!p->backend || backend_keepable(p))
                 h->doubt[STATE_STREAM_BACKEND] = 0;
@@ -602,6 +674,12 @@ static void mirror_release(FdStore *s, PortMirror *pm, bool removed) {
                         else
                                 pm->refs[i]->refs--;
                 }
+        for (unsigned i = 0; i < pm->n_journal_refs; i++) {
+                if (removed)
+                        entry_unref(s, pm->journal_refs[i]);
+                else
+                        pm->journal_refs[i]->refs--;
+        }
         if (pm->state) {
                 if (removed)
                         entry_unref(s, pm->state);
@@ -627,7 +705,7 @@ void fdstore_port_free(Port *p, bool removed) {
 typedef struct FoundState {
         StoreEntry *entry;
         uint8_t *map;
-        size_t size;
+        size_t size, state_size;
         uint64_t generation;
         json_object *json;
         const char *port;
@@ -696,6 +774,46 @@ static void requeue_requests(Port *p, json_object *a, size_t answered) {
         }
 }
 
+/* The requests the old process read after its last state, in order, handled as if they had
+ * just arrived: applied, forwarded to a kept back-end, answered (replies it had sent already
+ * are not sent again: replies_to_skip). */
+static int replay_journal(FdStore *s, Port *p, FoundState *f) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < STATE_JOURNAL_ENTRIES && p->frontend; i++) {
+                const StateJournalEntry *e;
+                VuMsg m;
+                int r;
+
+                if (state_journal_read(f->map + f->state_size, i, f->generation, p->fe_seq + 1, &e) < 0)
+                        break;
+                if (e->length < sizeof(VuHeader))
+                        return -EBADMSG;
+                memset(&m, 0, sizeof(m));
+                memcpy(&m.hdr, e->data, sizeof(VuHeader));
+                if (m.hdr.size != e->length - sizeof(VuHeader) || m.hdr.size > VU_MAX_PAYLOAD)
+                        return -EBADMSG;
+                memcpy(m.payload.raw, e->data + sizeof(VuHeader), m.hdr.size);
+                for (unsigned k = 0; k < e->n_names; k++) {
+                        int fd = dup_entry(entry_by_name(s, e->names[k]));
+                        if (fd < 0) {
+                                vu_msg_close_fds(&m);
+                                return -EBADF;
+                        }
+                        m.fds[m.n_fds++] = fd;
+                }
+                r = port_frontend_message(p, &m);
+                vu_msg_close_fds(&m);
+                if (r < 0)
+                        return r;
+                n++;
+        }
+        if (n > 0)
+                log_info("%s: %u front-end request%s read before the crash replayed from the journal", p->config.name, n,
+                         n == 1 ? "" : "s");
+        return 0;
+}
+
 /* Takes port p back from state f. 1: its front-end is back; 0: nothing to take back. */
 static int restore_port(FdStore *s, Port *p, FoundState *f) {
         const StateFileHeader *h = (const StateFileHeader *) f->map;
@@ -713,9 +831,12 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                             "was down); the port waits for a new one", name);
                 return 0;
         }
-        if (h->doubt[STATE_STREAM_FRONTEND] || h->doubt[STATE_STREAM_FRONTEND_REPLY]) {
-                log_warning("%s: the daemon died while reading or writing the front-end's stream: its position is "
-                            "unknown, closing that connection", name);
+        if (h->doubt[STATE_STREAM_FRONTEND] || h->doubt[STATE_STREAM_FRONTEND_REPLY] ||
+            h->doubt[STATE_STREAM_FRONTEND_READ]) {
+                log_warning("%s: the daemon died while %s the front-end's stream: its position is unknown, closing "
+                            "that connection", name,
+                            h->doubt[STATE_STREAM_FRONTEND_READ] ? "reading" :
+                            h->doubt[STATE_STREAM_FRONTEND_REPLY] ? "answering on" : "writing or relaying on");
                 return 0;
         }
         if (peer_gone(fe_entry->fd)) {
@@ -748,15 +869,19 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
         uint64_t replies = get_u64(j, "replies");
         json_object *requests = json_object_object_get(j, "requests");
         size_t n_requests = requests && json_object_is_type(requests, json_type_array) ? json_object_array_length(requests) : 0;
-        if (h->frontend_replies < replies || h->frontend_replies - replies > n_requests) {
-                log_warning("%s: the front-end's reply count (%llu) does not fit its state (%llu, %zu unanswered); "
-                            "closing that connection", name, (unsigned long long) h->frontend_replies,
-                            (unsigned long long) replies, n_requests);
+        if (h->frontend_replies < replies) {
+                log_warning("%s: the front-end's reply count (%llu) is behind its state (%llu); closing that "
+                            "connection", name, (unsigned long long) h->frontend_replies, (unsigned long long) replies);
                 p->frontend = connection_free(p->frontend);
                 shadow_reset(&p->shadow);
                 return 0;
         }
-        p->fe_replies = h->frontend_replies;
+        /* replies sent after the state was written: to the listed requests first, in order,
+         * then to requests in the journal */
+        uint64_t answered = h->frontend_replies - replies;
+        size_t listed_answered = (size_t) MIN(answered, (uint64_t) n_requests);
+        p->fe_replies = h->frontend_replies - (answered - listed_answered);
+        p->replies_to_skip = answered - listed_answered;
 
         StoreEntry *be_entry = entry_by_name(s, get_str(j, "backend"));
         bool be_doubt = h->doubt[STATE_STREAM_BACKEND];
@@ -781,7 +906,14 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                             "fresh connection", name,
                             be_entry ? "in the middle of a message" : get_str(j, "backend_busy"));
 
-        requeue_requests(p, requests, (size_t) (h->frontend_replies - replies));
+        requeue_requests(p, requests, listed_answered);
+        if (replay_journal(s, p, f) < 0 || p->replies_to_skip > 0) {
+                log_warning("%s: the front-end's requests read before the crash cannot all be replayed (%llu replies "
+                            "unaccounted for); closing that connection", name, (unsigned long long) p->replies_to_skip);
+                p->replies_to_skip = 0;
+                port_connection_lost(p, PORT_FRONTEND, 0, "its requests could not be replayed");
+                return 0;
+        }
         port_stats_from_json(&p->stats, json_object_object_get(j, "stats"));
         p->link_up = json_object_object_get_ex(j, "link_up", &v) && json_object_get_boolean(v);
         p->link_generation = get_u64(j, "link_generation");
@@ -819,14 +951,15 @@ int fdstore_adopt(Manager *m) {
                 size_t len;
                 uint64_t gen;
 
-                if (strncmp(e->name, "vr.s.", 5) != 0 || fstat(e->fd, &st) < 0 || st.st_size <= 0)
+                if (strncmp(e->name, "vr.s.", 5) != 0 || fstat(e->fd, &st) < 0 || st.st_size <= STATE_JOURNAL_SIZE)
                         continue;
+                size_t state_size = (size_t) st.st_size - STATE_JOURNAL_SIZE;
                 void *map = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, e->fd, 0);
                 if (map == MAP_FAILED)
                         continue;
                 json_object *j = NULL;
                 char *text = NULL;
-                if (state_file_read(map, st.st_size, &data, &len, &gen) == 0)
+                if (state_file_read(map, state_size, &data, &len, &gen) == 0)
                         text = strndup(data, len);
                 j = text ? json_tokener_parse(text) : NULL;
                 free(text);
@@ -836,7 +969,7 @@ int fdstore_adopt(Manager *m) {
                         munmap(map, st.st_size);
                         continue;
                 }
-                found[n_found++] = (FoundState) { e, map, st.st_size, gen, j, get_str(j, "port") };
+                found[n_found++] = (FoundState) { e, map, st.st_size, state_size, gen, j, get_str(j, "port") };
         }
 
         for (size_t i = 0; i < n_found; i++) {
@@ -861,6 +994,8 @@ int fdstore_adopt(Manager *m) {
                 f->entry->refs++;
                 pm->map = f->map;
                 pm->map_size = f->size;
+                pm->state_size = f->state_size;
+                pm->journal = f->map + f->state_size;
                 pm->generation = f->generation;
                 f->map = NULL;
         }

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "state-file.h"
+#include "vhost-user.h"
 
 typedef struct Manager Manager;
 typedef struct Port Port;
@@ -54,6 +55,10 @@ void fdstore_doubt(Port *p, StateStream st);
  * send the reply counter in the state file moves on (fe_replies). */
 void fdstore_reply_begin(Port *p);
 void fdstore_reply_sent(Port *p);
+/* Around each read of the front-end's socket: a whole request read is written to the
+ * journal (its fds stored first), and the stream is no longer in doubt. */
+void fdstore_read_begin(Port *p);
+void fdstore_read_end(Port *p, const VuMsg *m);
 /* Commits every changed port (the manager calls it after each dispatch). */
 void fdstore_commit_dirty(Manager *m);
 /* Commits every port (clean stop). */
@@ -65,5 +70,6 @@ void fdstore_port_free(Port *p, bool removed);
 typedef struct FdStoreStats {
         uint64_t commits, commit_usec, stores, removes, entries, bytes;
         uint64_t doubt_windows, doubt_usec;     /* the front-end's stream in doubt: how often, how long */
+        uint64_t journaled;                     /* front-end requests written to the journal */
 } FdStoreStats;
 void fdstore_stats(const FdStore *s, FdStoreStats *ret);

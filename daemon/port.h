@@ -97,6 +97,7 @@ typedef struct Port {
         unsigned fe_queued;             /* items between fe_head and fe_tail */
         uint64_t fe_seq;                /* sequence of the last front-end request */
         uint64_t fe_replies;            /* replies sent to the front-end (the fd store counts them) */
+        uint64_t replies_to_skip;       /* after a crash: replies the old process sent already */
         uint64_t replay_seq;            /* requests up to this one are in the replay */
 
         Pending *pending_head, *pending_tail;

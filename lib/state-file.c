@@ -148,3 +148,57 @@ int state_file_read(const void *buf, size_t size, const void **ret_data, size_t 
         *ret_generation = gen;
         return 0;
 }
+
+_Static_assert(sizeof(StateJournalEntry) == 32u + STATE_JOURNAL_MAX_FDS * STATE_JOURNAL_NAME_MAX, "journal entry size");
+
+static uint64_t entry_checksum(uint64_t seq, uint64_t generation, const StateJournalEntry *e, uint32_t length,
+                               uint32_t n_names) {
+        uint64_t h = state_checksum(seq ^ ((uint64_t) n_names << 56), length, e->data);
+        h = state_checksum(h ^ generation, sizeof(e->names), e->names);
+        return h;
+}
+
+static StateJournalEntry *journal_entry(const void *buf, unsigned index) {
+        return (StateJournalEntry *) ((uint8_t *) buf + (size_t) index * STATE_JOURNAL_ENTRY_SIZE);
+}
+
+int state_journal_write(void *buf, unsigned index, uint64_t generation, uint64_t seq, const void *data,
+                        size_t len, const char *const *names, unsigned n_names) {
+        if (index >= STATE_JOURNAL_ENTRIES || len > STATE_JOURNAL_DATA_MAX || n_names > STATE_JOURNAL_MAX_FDS || seq == 0)
+                return -ENOSPC;
+        StateJournalEntry *e = journal_entry(buf, index);
+        for (unsigned i = 0; i < n_names; i++)
+                if (strlen(names[i]) >= STATE_JOURNAL_NAME_MAX)
+                        return -ENOSPC;
+        /* invalid first: an older entry here must not look whole with the new body */
+        __atomic_store_n(&e->seq, 0, __ATOMIC_RELAXED);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        memset(e->names, 0, sizeof(e->names));
+        for (unsigned i = 0; i < n_names; i++)
+                memcpy(e->names[i], names[i], strlen(names[i]));
+        memcpy(e->data, data, len);
+        e->length = (uint32_t) len;
+        e->n_names = n_names;
+        e->generation = generation;
+        e->checksum = entry_checksum(seq, generation, e, (uint32_t) len, n_names);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        __atomic_store_n(&e->seq, seq, __ATOMIC_RELEASE);
+        return 0;
+}
+
+int state_journal_read(const void *buf, unsigned index, uint64_t generation, uint64_t seq,
+                       const StateJournalEntry **ret) {
+        if (index >= STATE_JOURNAL_ENTRIES || seq == 0)
+                return -ENODATA;
+        const StateJournalEntry *e = journal_entry(buf, index);
+        uint32_t len = e->length, n = e->n_names;
+        if (e->seq != seq || e->generation != generation || len > STATE_JOURNAL_DATA_MAX || n > STATE_JOURNAL_MAX_FDS)
+                return -ENODATA;
+        if (entry_checksum(seq, generation, e, len, n) != e->checksum)
+                return -ENODATA;
+        for (unsigned i = 0; i < n; i++)
+                if (!memchr(e->names[i], 0, STATE_JOURNAL_NAME_MAX))
+                        return -ENODATA;
+        *ret = e;
+        return 0;
+}

@@ -28,6 +28,7 @@ typedef enum StateStream {
         STATE_STREAM_FRONTEND,
         STATE_STREAM_BACKEND,
         STATE_STREAM_FRONTEND_REPLY,    /* a reply being sent to the front-end (see replies) */
+        STATE_STREAM_FRONTEND_READ,     /* a request being read, until it is in the journal */
         _STATE_STREAM_MAX,
         _STATE_STREAM_INVALID = -22,
 } StateStream;
@@ -67,3 +68,38 @@ int state_file_read(const void *buf, size_t size, const void **ret_data, size_t 
                     uint64_t *ret_generation);
 /* The checksum used by the slots (exposed for tests). */
 uint64_t state_checksum(uint64_t generation, uint32_t length, const void *data);
+
+/* The journal: the front-end's requests as they are read, each written right after it comes
+ * off the socket, so that a crash before the next state is written does not lose it. A
+ * region of STATE_JOURNAL_ENTRIES fixed-size entries after the state file, restarted at
+ * index 0 after each state. An entry is the raw request (header and payload) and the store
+ * names of its fds (stored before the entry is written), the generation of the state it
+ * follows, and a sequence number (the front-end request sequence) written last, with a
+ * checksum over all of it: a torn entry is not valid, and entries left from earlier rounds
+ * follow an older state. */
+#define STATE_JOURNAL_ENTRIES 32u
+#define STATE_JOURNAL_ENTRY_SIZE 1024u
+#define STATE_JOURNAL_NAME_MAX 48u
+#define STATE_JOURNAL_MAX_FDS 8u
+#define STATE_JOURNAL_DATA_MAX \
+        (STATE_JOURNAL_ENTRY_SIZE - 32u - STATE_JOURNAL_MAX_FDS * STATE_JOURNAL_NAME_MAX)
+#define STATE_JOURNAL_SIZE (STATE_JOURNAL_ENTRIES * STATE_JOURNAL_ENTRY_SIZE)
+
+typedef struct StateJournalEntry {
+        uint64_t seq;                   /* 0: never written */
+        uint64_t checksum;              /* over seq, generation, length, names, data */
+        uint64_t generation;            /* of the state this entry follows */
+        uint32_t length;
+        uint32_t n_names;
+        char names[STATE_JOURNAL_MAX_FDS][STATE_JOURNAL_NAME_MAX];
+        uint8_t data[];
+} StateJournalEntry;
+
+/* Writes entry `index` of the journal at buf (STATE_JOURNAL_SIZE bytes). -ENOSPC: index past
+ * the end, data too long or too many names. */
+int state_journal_write(void *buf, unsigned index, uint64_t generation, uint64_t seq, const void *data,
+                        size_t len, const char *const *names, unsigned n_names);
+/* Entry `index` if it is whole, follows state `generation` and has sequence number seq: 0
+ * and a pointer into buf; else -ENODATA. */
+int state_journal_read(const void *buf, unsigned index, uint64_t generation, uint64_t seq,
+                       const StateJournalEntry **ret);

@@ -413,7 +413,11 @@ int main(void) {
                 vu_msg_init(&m, VU_GET_FEATURES, 0);
                 if (res < 0 || frontend_peer_request(&r.fe, &m, &reply) < 0) {
                         usleep(20000);
-                        bool explained = log_has_since(&r, "position is") || log_has_since(&r, "front-end disconnected");
+                        /* only what the daemon says it did on purpose: a stream caught mid-message, or a
+                         * connection made in the instant before the crash that no state named yet */
+                        bool explained = log_has_since(&r, "position is unknown") ||
+                                         log_has_since(&r, "front-end connection is not in the fd store") ||
+                                         log_has_since(&r, "could not be replayed");
                         if (!explained) {
                                 char *log = daemon_log_read(&r.d);
                                 fprintf(stderr, "iteration %u (op %u, kill after %u µs): the front-end lost its "
@@ -455,17 +459,30 @@ int main(void) {
 
         qsort(restart + 1, crashes, sizeof(uint64_t), test_cmp_u64);
         char *log = daemon_log_read(&r.d);
-        unsigned kept_be = 0, replayed_be = 0;
+        unsigned kept_be = 0, replayed_be = 0, journal = 0, mid_read = 0, mid_reply = 0, mid_other = 0, not_named = 0;
         for (const char *p = log; (p = strstr(p, "back-end kept")); p++)
                 kept_be++;
         for (const char *p = log; (p = strstr(p, "gets a full replay")); p++)
                 replayed_be++;
+        for (const char *p = log; (p = strstr(p, "replayed from the journal")); p++)
+                journal++;
+        for (const char *p = log; (p = strstr(p, "died while reading the front-end")); p++)
+                mid_read++;
+        for (const char *p = log; (p = strstr(p, "died while answering on the front-end")); p++)
+                mid_reply++;
+        for (const char *p = log; (p = strstr(p, "died while writing or relaying on the front-end")); p++)
+                mid_other++;
+        for (const char *p = log; (p = strstr(p, "front-end connection is not in the fd store")); p++)
+                not_named++;
         free(log);
         printf("%u crashes (SIGKILL at 0-3 ms into: %u call changes, %u enable toggles, %u call changes while the "
                "back-end flapped, %u front-end set-ups)\n", crashes, ops[0], ops[1], ops[2], ops[3]);
-        printf("front-end kept its connection: %u of %u; dropped because the kill caught its stream mid-message: %u "
+        printf("front-end kept its connection: %u of %u; closed by the daemon after the crash, saying why: %u "
                "(%u seen by the request under way, %u by the next one)\n",
                crashes - dropped, crashes, dropped, ops_failed, dropped - ops_failed);
+        printf("  the daemon's reasons: killed while reading a request %u, while sending a reply %u, while writing "
+               "or relaying %u; a new connection no state named yet %u\n", mid_read, mid_reply, mid_other, not_named);
+        printf("requests read before a crash and replayed from the journal after it: %u times\n", journal);
         printf("back-end kept across the crash: %u; closed for a full replay (mid-probe, mid-replay, mid-message): %u\n",
                kept_be, replayed_be);
         printf("every next replay exact (same memory fd, kick and call eventfds, bases, enables); fds: daemon %d, "

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "state-file.h"
@@ -207,5 +208,59 @@ static void test_checksum(void) {
                 }
 }
 
+
+/* A journal entry cut after every byte of its write: not valid until its sequence number is
+ * whole; an entry from an older state, or with another sequence number, is not taken. */
+static void test_journal(void) {
+        uint8_t *j = calloc(1, STATE_JOURNAL_SIZE), *before = malloc(STATE_JOURNAL_SIZE), *after = malloc(STATE_JOURNAL_SIZE);
+        uint8_t data[200];
+        const char *names[2] = { "vr.f.1234abcd.7", "vr.f.1234abcd.8" };
+        const StateJournalEntry *e;
+
+        for (size_t i = 0; i < sizeof(data); i++)
+                data[i] = (uint8_t) (i * 7);
+        ASSERT_EQ(state_journal_read(j, 0, 5, 1, &e), -ENODATA);
+        ASSERT_EQ(state_journal_write(j, 0, 5, 10, data, sizeof(data), names, 2), 0);
+        ASSERT_EQ(state_journal_read(j, 0, 5, 10, &e), 0);
+        ASSERT_EQ(e->length, sizeof(data));
+        ASSERT(memcmp(e->data, data, sizeof(data)) == 0);
+        ASSERT_STREQ(e->names[1], names[1]);
+        ASSERT_EQ(state_journal_read(j, 0, 6, 10, &e), -ENODATA);      /* another state's */
+        ASSERT_EQ(state_journal_read(j, 0, 5, 11, &e), -ENODATA);      /* another request */
+        ASSERT_EQ(state_journal_read(j, 1, 5, 11, &e), -ENODATA);
+        ASSERT_EQ(state_journal_write(j, STATE_JOURNAL_ENTRIES, 5, 1, data, 1, NULL, 0), -ENOSPC);
+        ASSERT_EQ(state_journal_write(j, 1, 5, 1, data, STATE_JOURNAL_DATA_MAX + 1, NULL, 0), -ENOSPC);
+
+        /* entry 0 rewritten (state 6, request 1) over the old one, cut after every byte in the
+         * order of the write: the body, then the sequence number */
+        memcpy(before, j, STATE_JOURNAL_SIZE);
+        ASSERT_EQ(state_journal_write(j, 0, 6, 1, data + 1, 150, names, 1), 0);
+        memcpy(after, j, STATE_JOURNAL_SIZE);
+        size_t seq_off = offsetof(StateJournalEntry, seq);
+        size_t order[STATE_JOURNAL_ENTRY_SIZE], n = 0;
+        for (size_t i = 8; i < STATE_JOURNAL_ENTRY_SIZE; i++)
+                order[n++] = i;
+        for (size_t i = 0; i < 8; i++)
+                order[n++] = seq_off + i;
+        for (size_t cut = 0; cut <= n; cut++) {
+                memcpy(j, before, STATE_JOURNAL_SIZE);
+                /* the writer zeroes the sequence number first */
+                memset(j + seq_off, 0, 8);
+                for (size_t i = 0; i < cut; i++)
+                        j[order[i]] = after[order[i]];
+                bool complete = true;   /* every byte that differs is written */
+                for (size_t i = cut; i < n; i++)
+                        if (j[order[i]] != after[order[i]])
+                                complete = false;
+                int r = state_journal_read(j, 0, 6, 1, &e);
+                ASSERT_EQ(r, complete ? 0 : -ENODATA);
+                ASSERT_EQ(state_journal_read(j, 0, 5, 10, &e), -ENODATA);   /* the old one is gone */
+        }
+        free(j);
+        free(before);
+        free(after);
+}
+
 RUN_TESTS(TEST_CASE(test_roundtrip), TEST_CASE(test_damaged_slot), TEST_CASE(test_torn_write),
-          TEST_CASE(test_torn_any_order), TEST_CASE(test_checksum))
+          TEST_CASE(test_torn_any_order), TEST_CASE(test_checksum),
+          TEST_CASE(test_journal))
