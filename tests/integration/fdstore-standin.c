@@ -163,16 +163,21 @@ static void *run(void *userdata) {
                         handle_message(s);
                 pthread_mutex_lock(&s->lock);
                 int status;
-                if (s->pid > 0 && waitpid(s->pid, &status, WNOHANG) == s->pid) {
+                if (s->pid < 0 && !s->hold) {
+                        drop_hung_up(s);
+                        (void) spawn(s);
+                } else if (s->pid > 0 && waitpid(s->pid, &status, WNOHANG) == s->pid) {
                         /* what it sent before dying is in the socket: take it first */
                         while (poll(&p, 1, 0) > 0) {
                                 pthread_mutex_unlock(&s->lock);
                                 handle_message(s);
                                 pthread_mutex_lock(&s->lock);
                         }
-                        s->pid = 0;
-                        drop_hung_up(s);
-                        (void) spawn(s);
+                        s->pid = -1;    /* down */
+                        if (!s->hold) {
+                                drop_hung_up(s);
+                                (void) spawn(s);
+                        }
                 }
                 pthread_mutex_unlock(&s->lock);
         }
@@ -230,6 +235,21 @@ bool standin_wait_ready(Standin *s, unsigned start, int timeout_ms) {
                 usleep(1000);
         }
         return false;
+}
+
+void standin_hold(Standin *s, bool hold) {
+        pthread_mutex_lock(&s->lock);
+        s->hold = hold;
+        pthread_mutex_unlock(&s->lock);
+}
+
+bool standin_has(Standin *s, const char *prefix) {
+        bool found = false;
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < s->n_fds && !found; i++)
+                found = strncmp(s->fds[i].name, prefix, strlen(prefix)) == 0;
+        pthread_mutex_unlock(&s->lock);
+        return found;
 }
 
 pid_t standin_pid(Standin *s) {

@@ -32,6 +32,7 @@ typedef struct Standin {
         unsigned starts;        /* times it was started */
         unsigned ready;         /* READY=1 received (once per start) */
         unsigned stores, removes;
+        bool hold;              /* a dead daemon is not started again until released */
         bool stop;
 } Standin;
 
@@ -45,3 +46,7 @@ bool standin_wait_ready(Standin *s, unsigned start, int timeout_ms);
 pid_t standin_pid(Standin *s);
 /* Number of fds in the store now. */
 size_t standin_count(Standin *s);
+/* While held, a daemon that dies stays down (the store stays); released, it starts again. */
+void standin_hold(Standin *s, bool hold);
+/* Whether the store holds an fd whose name starts with prefix. */
+bool standin_has(Standin *s, const char *prefix);
