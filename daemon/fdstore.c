@@ -73,8 +73,50 @@ struct FdStore {
         PortMirror *dirty_head;
         int *wanted;            /* scratch: WANTED_MAX fds */
         bool full_logged;
+        int notify_fd;          /* one socket to NOTIFY_SOCKET for all the store's messages */
+        struct sockaddr_un notify_addr;
+        socklen_t notify_len;
         FdStoreStats stats;
 };
+
+/* sd_pid_notify_with_fds() opens, uses and closes a socket per message: here one socket is
+ * kept, so that storing an fd is one sendmsg(). systemd learns the sender from SO_PASSCRED,
+ * as with sd_notify(). Falls back to libsystemd when NOTIFY_SOCKET cannot be used so. */
+static int notify(FdStore *s, const char *msg, int fd) {
+        if (s->notify_fd < 0)
+                return fd >= 0 ? sd_pid_notify_with_fds(0, 0, msg, &fd, 1) : sd_pid_notify(0, 0, msg);
+        struct iovec iov = { (void *) msg, strlen(msg) };
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } ctl = {};
+        struct msghdr mh = { .msg_name = &s->notify_addr, .msg_namelen = s->notify_len, .msg_iov = &iov, .msg_iovlen = 1 };
+        if (fd >= 0) {
+                mh.msg_control = ctl.buf;
+                mh.msg_controllen = sizeof(ctl.buf);
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        }
+        return sendmsg(s->notify_fd, &mh, MSG_NOSIGNAL) < 0 ? -errno : 1;
+}
+
+static void notify_open(FdStore *s) {
+        const char *e = getenv("NOTIFY_SOCKET");
+        size_t n = e ? strlen(e) : 0;
+
+        s->notify_fd = -1;
+        if (n < 2 || n >= sizeof(s->notify_addr.sun_path) || (e[0] != '/' && e[0] != '@'))
+                return;
+        s->notify_addr.sun_family = AF_UNIX;
+        memcpy(s->notify_addr.sun_path, e, n);
+        if (e[0] == '@')
+                s->notify_addr.sun_path[0] = 0;         /* abstract */
+        s->notify_len = offsetof(struct sockaddr_un, sun_path) + n + (e[0] == '/');
+        s->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
 
 static bool same_file(FdStore *s, int a, int b) {
         return syscall(SYS_kcmp, s->pid, s->pid, KCMP_FILE, a, b) == 0;
@@ -141,7 +183,7 @@ static void entry_drop(FdStore *s, StoreEntry *e, bool remove) {
                 }
         if (remove) {
                 snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", e->name);
-                (void) sd_pid_notify(0, 0, msg);
+                (void) notify(s, msg, -1);
                 s->stats.removes++;
         }
         safe_close(e->fd);
@@ -164,7 +206,7 @@ static StoreEntry *entry_store(FdStore *s, int fd, const char *kind) {
                 return NULL;
         snprintf(name, sizeof(name), "vr.%s.%08x.%llx", kind, s->tag, (unsigned long long) s->next_id++);
         snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
-        r = sd_pid_notify_with_fds(0, 0, msg, &copy, 1);
+        r = notify(s, msg, copy);
         if (r <= 0) {
                 if (!s->full_logged)
                         log_warning_errno(r < 0 ? r : ENOTCONN,
@@ -177,7 +219,7 @@ static StoreEntry *entry_store(FdStore *s, int fd, const char *kind) {
         StoreEntry *e = entry_add(s, name, copy);
         if (!e) {
                 snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
-                (void) sd_pid_notify(0, 0, msg);
+                (void) notify(s, msg, -1);
                 safe_close(copy);
         }
         return e;
@@ -218,6 +260,7 @@ int fdstore_new(Manager *m, FdStore **ret) {
         if (getrandom(&s->tag, sizeof(s->tag), GRND_NONBLOCK) != sizeof(s->tag))
                 s->tag = (uint32_t) (now_realtime_usec() ^ ((uint64_t) s->pid << 16));
         s->enabled = getenv("NOTIFY_SOCKET") != NULL;
+        s->notify_fd = -1;
         if (s->enabled) {
                 /* kcmp tells two dups of one eventfd from two eventfds; without it, no mirror. */
                 if (pipe2(pair, O_CLOEXEC) < 0)
@@ -233,6 +276,8 @@ int fdstore_new(Manager *m, FdStore **ret) {
         s->wanted = calloc(WANTED_MAX, sizeof(int));
         if (!s->wanted)
                 return free(s), -ENOMEM;
+        if (s->enabled)
+                notify_open(s);
 
         /* What an earlier process stored: ours until a port names it, or removed. */
         for (size_t i = 0; i < m->n_passed; i++) {
@@ -263,6 +308,7 @@ FdStore *fdstore_free(FdStore *s) {
                 entry_drop(s, s->entries[0], false);
         free(s->entries);
         free(s->wanted);
+        safe_close(s->notify_fd);
         free(s);
         return NULL;
 }
