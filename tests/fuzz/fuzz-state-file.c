@@ -27,6 +27,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                 abort();
                 }
         }
+        /* the journal: any entry it accepts is inside the region, its names terminated */
+        if (size >= STATE_JOURNAL_SIZE) {
+                for (unsigned i = 0; i < STATE_JOURNAL_ENTRIES; i++) {
+                        const StateJournalEntry *e;
+                        const StateJournalEntry *raw = (const StateJournalEntry *) (buf + (size_t) i * STATE_JOURNAL_ENTRY_SIZE);
+                        if (state_journal_read(buf, i, raw->generation, raw->seq, &e) == 0) {
+                                if (e->length > STATE_JOURNAL_DATA_MAX || e->n_names > STATE_JOURNAL_MAX_FDS)
+                                        abort();
+                                for (unsigned k = 0; k < e->n_names; k++)
+                                        if (strlen(e->names[k]) >= STATE_JOURNAL_NAME_MAX)
+                                                abort();
+                        }
+                }
+        }
         free(buf);
         return 0;
 }
