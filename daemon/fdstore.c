@@ -367,10 +367,10 @@ void fdstore_doubt(Port *p, StateStream st) {
         *d = 1;
         if (!was && st == STATE_STREAM_FRONTEND)
                 pm->doubt_since = now_usec();
-        /* A back-end that is being probed or replayed is not kept anyway: the end of the
-         * replay commits. */
-        if (!was || st == STATE_STREAM_FRONTEND || p->backend_state == BACKEND_READY ||
-            p->backend_state == BACKEND_STOPPING)
+        /* A back-end that is being probed or replayed is not kept anyway (nor stored): the
+         * end of the replay commits. */
+        if ((!was && st != STATE_STREAM_BACKEND) || st == STATE_STREAM_FRONTEND ||
+            p->backend_state == BACKEND_READY || p->backend_state == BACKEND_STOPPING)
                 fdstore_port_changed(p);
 }
 
@@ -579,7 +579,10 @@ static int commit(FdStore *s, PortMirror *pm) {
                 fe_idx = (int) n;
                 s->wanted[n++] = p->frontend->fd;
         }
-        if (p->backend) {
+        /* A back-end that could not be kept is not stored: if the daemon dies now, its
+         * connection closes with it and it comes back for a full replay. */
+        bool keep_backend = backend_keepable(p);
+        if (keep_backend) {
                 be_idx = (int) n;
                 s->wanted[n++] = p->backend->fd;
         }
@@ -619,10 +622,10 @@ static int commit(FdStore *s, PortMirror *pm) {
                 json_object_object_add(state, "fe_seq", json_object_new_uint64(p->fe_seq));
                 json_object_object_add(state, "replies", json_object_new_uint64(p->fe_replies));
         }
-        if (be_idx >= 0 && backend_keepable(p)) {
+        if (keep_backend) {
                 json_object_object_add(state, "backend", name_or_null(now[be_idx]));
                 json_object_object_add(state, "backend_protocol_features", json_object_new_uint64(p->backend_protocol_features));
-        } else if (be_idx >= 0)
+        } else if (p->backend)
                 json_object_object_add(state, "backend_busy", json_object_new_string(
                         p->backend_state == BACKEND_PROBING ? "being probed" :
                         p->backend_state == BACKEND_REPLAYING ? "being replayed" :
@@ -951,6 +954,9 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                 log_warning("%s: the back-end was %s when the daemon died; closing it: it gets a full replay on a "
                             "fresh connection", name,
                             be_entry ? "in the middle of a message" : get_str(j, "backend_busy"));
+        else if (be_doubt)
+                log_warning("%s: a back-end was being probed or replayed when the daemon died; its connection closed "
+                            "with the daemon: it gets a full replay on a fresh connection", name);
 
         requeue_requests(p, requests, listed_answered);
         if (replay_journal(s, p, f) < 0 || p->replies_to_skip > 0) {

@@ -86,7 +86,8 @@ static int port_attach(Port *p, PortSide side, int fd) {
                 log_error_errno(r, "%s: cannot set up %s connection: %m", p->config.name, port_side_to_string(side));
                 return r;
         }
-        fdstore_port_changed(p);
+        if (side == PORT_FRONTEND)      /* a back-end is stored once replayed */
+                fdstore_port_changed(p);
         if (!peer_allowed(p, &c->peer)) {
                 p->stats.refused_peers++;
                 port_set_error(p, "%s peer uid %u gid %u refused by allow_uids/allow_gids",
