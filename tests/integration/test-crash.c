@@ -364,10 +364,10 @@ int main(void) {
         seen_init(&r.be.seen);
         seen_reset(&r.be.seen);
         ASSERT_EQ(pthread_create(&r.be.thread, NULL, backend_run, &r.be), 0);
-        r.fe.fd = -1;
+        /* frontend_setup() closes what the last set-up left: nothing yet (not fd 0) */
+        r.fe.fd = r.fe.memfd = r.fe.inflight_fd = r.fe.backend_req_fd = r.fe.backend_req_send = -1;
         for (unsigned i = 0; i < PEER_MAX_RINGS; i++)
                 r.fe.kick[i] = r.fe.call[i] = -1;
-        r.fe.memfd = -1;
         ASSERT_EQ(frontend_setup(&r), 0);
         check_replay_exact(&r, 0);
 
