@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "backend-channel.h"
+#include "fdstore.h"
 #include "io.h"
 #include "log.h"
 #include "manager.h"
@@ -23,7 +24,17 @@ struct BackendChannel {
 
 enum { BACKEND_END, FRONTEND_END };
 
+static void doubt(BackendChannel *c, int end) {
+        fdstore_doubt(c->port, end == BACKEND_END ? STATE_STREAM_BACKEND : STATE_STREAM_FRONTEND);
+}
+
+bool backend_channel_idle(const BackendChannel *c, bool backend_end) {
+        int end = backend_end ? BACKEND_END : FRONTEND_END;
+        return !c || (c->acks_awaited == 0 && c->reader[end].have == 0 && !vu_writer_pending(&c->writer[end]));
+}
+
 static void channel_send(BackendChannel *c, int end, const VuMsg *m) {
+        doubt(c, end);
         if (vu_writer_send(&c->writer[end], c->fd[end], m) < 0)
                 log_warning("%s: back-end channel: cannot pass on a message", c->port->config.name);
         else if (vu_writer_pending(&c->writer[end]))
@@ -44,6 +55,7 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         const char *reason = NULL;
         int r;
 
+        doubt(c, end);
         if ((revents & EPOLLOUT) && vu_writer_flush(&c->writer[end], fd) > 0)
                 (void) io_watch_set_events(c->io[end], EPOLLIN);
 

@@ -8,6 +8,8 @@
  * (the other requests need features never offered). A front-end's REPLY_ACK goes back to
  * the back-end that asked. */
 
+#include <stdbool.h>
+
 typedef struct Port Port;
 typedef struct BackendChannel BackendChannel;
 
@@ -16,3 +18,5 @@ typedef struct BackendChannel BackendChannel;
  * (the caller closes it after sending). */
 int backend_channel_new(Port *p, int *ret_backend_end, BackendChannel **ret);
 BackendChannel *backend_channel_free(BackendChannel *c);
+/* Nothing half read, queued or awaited at that end (true without a channel). */
+bool backend_channel_idle(const BackendChannel *c, bool backend_end);

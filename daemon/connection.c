@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "connection.h"
+#include "fdstore.h"
 #include "log.h"
 #include "manager.h"
 #include "port.h"
@@ -17,10 +18,17 @@ static void connection_lost(Connection *c, int error, const char *reason) {
         port_connection_lost(c->port, c->side, error, reason);
 }
 
+static void doubt(Connection *c) {
+        fdstore_doubt(c->port, c->side == PORT_FRONTEND ? STATE_STREAM_FRONTEND : STATE_STREAM_BACKEND);
+}
+
 static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Connection *c = userdata;
         int r;
 
+        /* the front-end's reads are covered one by one (fdstore_read_begin/end) */
+        if (c->side == PORT_BACKEND || (revents & EPOLLOUT))
+                doubt(c);
         if (c->failed)
                 return connection_lost(c, c->failed, "sending failed"), 0;
 
@@ -43,7 +51,11 @@ static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *use
                 const char *reason = NULL;
                 VuMsg m;
 
+                if (c->side == PORT_FRONTEND)
+                        fdstore_read_begin(c->port);
                 r = vu_reader_read(&c->reader, fd, &m, &reason);
+                if (c->side == PORT_FRONTEND)
+                        fdstore_read_end(c->port, r == 1 ? &m : NULL);
                 if (r == 0)
                         return 0;
                 if (r == -ECONNRESET)
@@ -107,6 +119,8 @@ int connection_send(Connection *c, const VuMsg *m) {
 
         if (c->failed)
                 return c->failed;
+        if (c->side != PORT_FRONTEND)   /* the front-end's replies: fdstore_reply_begin() */
+                doubt(c);
         r = vu_writer_send(&c->writer, c->fd, m);
         if (r < 0) {
                 c->failed = r;
@@ -124,6 +138,7 @@ void connection_cork(Connection *c) {
 }
 
 void connection_uncork(Connection *c) {
+        doubt(c);
         int r = vu_writer_uncork(&c->writer, c->fd);
         if (r < 0 && !c->failed) {
                 c->failed = r;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "backend.h"
+#include "fdstore.h"
 #include "frontend.h"
 #include "log.h"
 #include "manager.h"
@@ -20,8 +21,18 @@ static void reply_to_frontend(Port *p, const VuMsg *reply) {
 
         if (!p->frontend)
                 return;
+        if (p->replies_to_skip > 0) {
+                /* a request from the journal that the old process had answered */
+                p->replies_to_skip--;
+                p->fe_replies++;
+                return;
+        }
         m.hdr.flags = VU_VERSION | VU_FLAG_REPLY;
-        (void) connection_send(p->frontend, &m);
+        /* Only this send is in doubt, not the whole dispatch: once it is out whole, the
+         * counter in the state file says so. */
+        fdstore_reply_begin(p);
+        if (connection_send(p->frontend, &m) >= 0)
+                fdstore_reply_sent(p);
 }
 
 void frontend_relay_reply(Port *p, FrontendItem *it, const VuMsg *reply) {

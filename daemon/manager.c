@@ -73,9 +73,25 @@ void manager_port_event(Manager *m, Port *p, PortEvent e, json_object *details) 
 #define STOP_GRACE_USEC (3 * 1000000ull)
 
 static void finish_stop(Manager *m) {
-        int kept = fdstore_save(m);
-        if (kept > 0)
-                log_info("%d front-end connections kept in systemd's fd store for the next start", kept);
+        size_t kept = 0;
+
+        if (fdstore_enabled(m->fdstore)) {
+                /* Everything is in the store already; the last state says every stream is idle. */
+                m->keep_sockets = true;
+                fdstore_commit_all(m);
+                for (size_t i = 0; i < m->n_ports; i++)
+                        kept += m->ports[i]->frontend != NULL;
+                log_info("%zu front-end connection%s kept in the fd store for the next start", kept, kept == 1 ? "" : "s");
+                FdStoreStats st;
+                fdstore_stats(m->fdstore, &st);
+                log_info("fd store: %llu commits (%.1f µs, %.0f bytes each), %llu fds stored, %llu removed, %llu held; "
+                         "front-end streams in doubt %llu times, %.1f µs each",
+                         (unsigned long long) st.commits, st.commits ? (double) st.commit_usec / st.commits : 0.0,
+                         st.commits ? (double) st.bytes / st.commits : 0.0, (unsigned long long) st.stores,
+                         (unsigned long long) st.removes, (unsigned long long) st.entries,
+                         (unsigned long long) st.doubt_windows,
+                         st.doubt_windows ? (double) st.doubt_usec / st.doubt_windows : 0.0);
+        }
         (void) sd_event_exit(m->event, 0);
 }
 
@@ -189,6 +205,24 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
 
 static int on_handoff_check(sd_event_source *s, void *userdata);
 
+static int on_fdstore_commit(sd_event_source *s, void *userdata) {
+        fdstore_commit_dirty(userdata);
+        return 0;
+}
+
+/* VHOST_RECOND_TEST_HOOKS=1 (tests only, see vhost-recond(8)): SIGUSR1 hangs the event loop
+ * (the watchdog's case), SIGUSR2 aborts. */
+static int on_test_hook(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        if (si->ssi_signo == SIGUSR2) {
+                log_warning("Test hook: aborting");
+                abort();
+        }
+        log_warning("Test hook: hanging the event loop");
+        for (;;)
+                pause();
+        return 0;
+}
+
 int manager_new(Manager **ret) {
         _cleanup_(manager_freep) Manager *m = calloc(1, sizeof(Manager));
         sigset_t mask;
@@ -209,14 +243,27 @@ int manager_new(Manager **ret) {
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m)) < 0)
                 return r;
         if ((r = sd_event_add_post(m->event, &m->handoff_check, on_handoff_check, m)) < 0 ||
+            (r = sd_event_add_post(m->event, &m->fdstore_commit, on_fdstore_commit, m)) < 0 ||
             (r = ioset_new(m->event, &m->ioset)) < 0 ||
             (r = peer_watcher_new(m->event, &m->peer_watcher)) < 0)
                 return r;
+        if (getenv("VHOST_RECOND_TEST_HOOKS")) {
+                sigemptyset(&mask);
+                sigaddset(&mask, SIGUSR1);
+                sigaddset(&mask, SIGUSR2);
+                sigprocmask(SIG_BLOCK, &mask, NULL);
+                if ((r = sd_event_add_signal(m->event, NULL, SIGUSR1, on_test_hook, m)) < 0 ||
+                    (r = sd_event_add_signal(m->event, NULL, SIGUSR2, on_test_hook, m)) < 0)
+                        return r;
+        }
         /* A peer closing its socket must not kill the daemon. */
         signal(SIGPIPE, SIG_IGN);
         /* WatchdogSec=: sd-event pings systemd from the loop itself, so a hung loop is caught. */
         (void) sd_event_set_watchdog(m->event, true);
         passed_fds_collect(m);
+        r = fdstore_new(m, &m->fdstore);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(m);
         return 0;
 }
@@ -228,9 +275,11 @@ Manager *manager_free(Manager *m) {
         m->control = control_server_free(m->control);
         sd_event_source_disable_unref(m->stop_timer);
         sd_event_source_disable_unref(m->handoff_check);
+        sd_event_source_disable_unref(m->fdstore_commit);
         passed_fds_close_rest(m);
         for (size_t i = 0; i < m->n_ports; i++)
                 port_free(m->ports[i]);
+        m->fdstore = fdstore_free(m->fdstore);
         m->ioset = ioset_free(m->ioset);
         m->peer_watcher = peer_watcher_free(m->peer_watcher);
         link_map_free(m->link_map);
@@ -318,6 +367,7 @@ static int add_port(Manager *m, const PortConfig *pc) {
 static void remove_port(Manager *m, size_t i) {
         if (m->link_map)
                 (void) link_map_clear(m->link_map, m->ports[i]->slot);
+        fdstore_port_free(m->ports[i], true);
         port_free(m->ports[i]);
         memmove(&m->ports[i], &m->ports[i + 1], sizeof(Port *) * (m->n_ports - i - 1));
         m->n_ports--;
@@ -419,7 +469,9 @@ int manager_load(Manager *m) {
                                m->config->control_group, m->config->admin_group, &m->control);
         if (r < 0)
                 return r;
-        r = fdstore_restore(m);
+        if (fdstore_enabled(m->fdstore))
+                control_server_store(m->control);       /* a crash keeps the control socket too */
+        r = fdstore_adopt(m);
         if (r > 0)
                 log_info("%d port%s restored from systemd's fd store", r, r == 1 ? "" : "s");
         passed_fds_close_rest(m);

@@ -17,6 +17,7 @@
 typedef struct Port Port;
 typedef struct ControlServer ControlServer;
 typedef struct LinkMap LinkMap;
+typedef struct FdStore FdStore;
 
 typedef enum PortEvent {
         EVENT_FRONTEND_CONNECTED,
@@ -43,6 +44,8 @@ typedef struct Manager {
         /* replays under way and not yet boosted, oldest first; checked after every dispatch */
         Port *replay_head, *replay_tail;
         sd_event_source *handoff_check;
+        sd_event_source *fdstore_commit;        /* after each dispatch: FdStore commits */
+        FdStore *fdstore;               /* the fd store mirror (fdstore.h) */
         IoSet *ioset;                   /* the ports' sockets (see ioset.h) */
         struct PeerWatcher *peer_watcher;       /* client mode: the peers' socket paths (one inotify fd) */
         Config *config;

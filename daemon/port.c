@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fdstore.h"
 #include "listener.h"
 #include "peer-watch.h"
 #include "log.h"
@@ -86,6 +87,8 @@ static int port_attach(Port *p, PortSide side, int fd) {
                 log_error_errno(r, "%s: cannot set up %s connection: %m", p->config.name, port_side_to_string(side));
                 return r;
         }
+        if (side == PORT_FRONTEND)      /* a back-end is stored once replayed */
+                fdstore_port_changed(p);
         if (!peer_allowed(p, &c->peer)) {
                 p->stats.refused_peers++;
                 port_set_error(p, "%s peer uid %u gid %u refused by allow_uids/allow_gids",
@@ -295,6 +298,8 @@ static int open_side(Port *p, PortSide side) {
         }
         const char *from = NULL;
         p->listen_fd[side] = manager_take_listener(p->manager, sc->path, &from);
+        if (p->listen_fd[side] < 0 && (p->listen_fd[side] = fdstore_take_listener(p->manager->fdstore, sc->path)) >= 0)
+                from = "vr.f (fd store)";
         if (p->listen_fd[side] >= 0) {
                 /* A socket unit's listener belongs to the unit; one from our fd store is ours. */
                 p->listen_from_unit[side] = strncmp(from, "vr.", 3) != 0;
@@ -310,6 +315,7 @@ static int open_side(Port *p, PortSide side) {
         r = io_watch_add(p->manager->ioset, &p->listen_source[side], p->listen_fd[side], EPOLLIN, port_accept, p);
         if (r < 0)
                 return log_error_errno(r, "%s: cannot watch %s: %m", p->config.name, sc->path);
+        fdstore_port_changed(p);
         return 0;
 }
 
@@ -339,6 +345,7 @@ static void frontend_items_free(Port *p) {
 Port *port_free(Port *p) {
         if (!p)
                 return NULL;
+        fdstore_port_free(p, false);
         manager_replay_end(p->manager, p);
         p->backend = connection_free(p->backend);
         p->backend_channel = backend_channel_free(p->backend_channel);
@@ -420,6 +427,8 @@ void port_connection_lost(Port *p, PortSide side, int error, const char *reason)
 
 void port_update_link(Port *p) {
         bool started = false;
+
+        fdstore_port_changed(p);
         for (unsigned i = 0; i < p->shadow.n_vrings && !started; i++)
                 started = p->shadow.vrings[i].started;
         /* Data can flow: the front-end's device has a running ring and the back-end has it all. */

@@ -89,6 +89,7 @@ typedef struct Port {
         bool watch_failed[_PORT_SIDE_MAX];     /* said once: inotify cannot watch the path */
         Connection *frontend, *backend;
         struct BackendChannel *backend_channel;        /* BACKEND_REQ relay for the current back-end */
+        struct PortMirror *mirror;      /* its part of the fd store (fdstore.h) */
 
         BackendState backend_state;
         uint64_t backend_protocol_features;     /* negotiated with the current back-end */
@@ -98,6 +99,8 @@ typedef struct Port {
         FrontendItem *fe_head, *fe_tail;
         unsigned fe_queued;             /* items between fe_head and fe_tail */
         uint64_t fe_seq;                /* sequence of the last front-end request */
+        uint64_t fe_replies;            /* replies sent to the front-end (the fd store counts them) */
+        uint64_t replies_to_skip;       /* after a crash: replies the old process sent already */
         uint64_t replay_seq;            /* requests up to this one are in the replay */
 
         Pending *pending_head, *pending_tail;

@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "fd-util.h"
+#include "fdstore.h"
 #include "frontend.h"
 #include "log.h"
 #include "manager.h"
@@ -57,6 +58,7 @@ static void replay_done(Port *p) {
 
         manager_replay_end(p->manager, p);
         shadow_replayed(&p->shadow);
+        fdstore_port_changed(p);
         kicked = kick_rings(p);
         p->backend_state = BACKEND_READY;
 

@@ -21,8 +21,13 @@ static json_object *hex(const uint8_t *b, size_t n) {
         char *s = malloc(n * 2 + 1);
         if (!s)
                 return NULL;
-        for (size_t i = 0; i < n; i++)
-                sprintf(s + 2 * i, "%02x", b[i]);
+        static const char digits[] = "0123456789abcdef";
+        /* no sprintf: the fd store writes this on every change */
+        for (size_t i = 0; i < n; i++) {
+                s[2 * i] = digits[b[i] >> 4];
+                s[2 * i + 1] = digits[b[i] & 15];
+        }
+        s[2 * n] = 0;
         json_object *o = json_object_new_string(s);
         free(s);
         return o;

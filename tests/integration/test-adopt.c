@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: MIT */
+/* What a new vhost-recond does with the fd store after a crash, case by case, under the fd
+ * store stand-in held down while the world changes:
+ *   - the front-end left while the daemon was down: its connection is dropped (with a log
+ *     line), the switch is closed too, and nothing of the device stays in the store;
+ *   - the switch was being probed when the daemon died: it is closed, and the next one gets
+ *     a full replay while the front-end stays;
+ *   - a port removed from the configuration while the daemon was down: what it kept is
+ *     closed and leaves the store. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon-harness.h"
+#include "fdstore-standin.h"
+#include "io.h"
+#include "macro.h"
+#include "peer.h"
+#include "tests.h"
+
+static Daemon d;
+static Standin sd;
+
+static void crash_and(void (*while_down)(void)) {
+        unsigned starts = sd.starts;
+        standin_hold(&sd, true);
+        kill(standin_pid(&sd), SIGKILL);
+        for (int i = 0; i < 5000 && standin_pid(&sd) != -1; i++)
+                usleep(1000);
+        ASSERT_EQ(standin_pid(&sd), -1);
+        if (while_down)
+                while_down();
+        standin_hold(&sd, false);
+        ASSERT(standin_wait_ready(&sd, starts + 1, 5000));
+        usleep(50000);  /* the adoption's commits */
+}
+
+static FrontendPeer fe;
+static BackendPeer be;
+
+static void frontend_leaves(void) {
+        frontend_peer_close(&fe);
+}
+
+static void drop_port1(void) {
+        daemon_write_config(&d, 1, NULL, NULL, "server", "server", 100);
+}
+
+int main(void) {
+        char fe0[128], be0[128], fe1[128], be1[128];
+
+        signal(SIGPIPE, SIG_IGN);
+        strcpy(d.dir, "/tmp/vr-adopt-XXXXXX");
+        ASSERT(mkdtemp(d.dir));
+        snprintf(d.conf, sizeof(d.conf), "%s/vhost-recon.conf", d.dir);
+        snprintf(d.log, sizeof(d.log), "%s/daemon.log", d.dir);
+        daemon_write_config(&d, 2, NULL, NULL, "server", "server", 100);
+        daemon_path(&d, 0, false, fe0, sizeof(fe0));
+        daemon_path(&d, 0, true, be0, sizeof(be0));
+        daemon_path(&d, 1, false, fe1, sizeof(fe1));
+        daemon_path(&d, 1, true, be1, sizeof(be1));
+        ASSERT_EQ(standin_start(&sd, d.dir, d.conf, d.log), 0);
+        ASSERT(standin_wait_ready(&sd, 1, 5000));
+        usleep(50000);
+        size_t idle = standin_count(&sd);      /* listeners, control socket, state files */
+        printf("two idle ports: %zu fds in the store\n", idle);
+
+        /* 1. the front-end leaves while the daemon is down */
+        ASSERT_EQ(peers_setup_device(fe0, be0, &fe, &be, 2), 0);
+        usleep(50000);
+        size_t busy = standin_count(&sd);
+        ASSERT(busy > idle);
+        crash_and(frontend_leaves);
+        ASSERT(daemon_log_wait(&d, "port0: its front-end connection is not in the fd store", 2000));
+        ASSERT_EQ(backend_peer_wait_closed(&be, 2000), 0);     /* the switch drops the memory */
+        backend_peer_close(&be);
+        usleep(50000);
+        ASSERT_EQ(standin_count(&sd), idle);
+        printf("ok: the front-end left while the daemon was down: dropped with a log line, the switch closed, "
+               "the store back to %zu fds (was %zu)\n", idle, busy);
+
+        /* 2. the switch is in the middle of the probe when the daemon dies */
+        ASSERT_EQ(peers_setup_device(fe0, be0, &fe, &be, 2), 0);
+        backend_peer_close(&be);
+        ASSERT(daemon_log_wait(&d, "port0: link down", 2000));
+        int half = peer_connect(be0, 2000);    /* a switch that reads the probe and answers nothing */
+        ASSERT(half >= 0);
+        ASSERT(daemon_log_wait(&d, "port0: back-end connected", 2000));
+        usleep(50000);
+        crash_and(NULL);
+        ASSERT(daemon_log_wait(&d, "port0: a back-end was being probed or replayed when the daemon died", 2000));
+        VuMsg m;
+        const char *reason;
+        int r;
+        while ((r = vu_recv_blocking(half, &m, 2000, &reason)) >= 0)
+                vu_msg_close_fds(&m);
+        ASSERT(r == -ECONNRESET);               /* closed with the old process */
+        close(half);
+        ASSERT_EQ(backend_peer_open(&be, be0, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&be, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
+        ASSERT(backend_peer_find(&be, 0, VU_SET_MEM_TABLE) != SIZE_MAX);
+        ASSERT(backend_peer_find(&be, 0, VU_SET_VRING_KICK) != SIZE_MAX);
+        vu_msg_init(&m, VU_GET_FEATURES, 0);
+        VuMsg reply;
+        ASSERT_EQ(frontend_peer_request(&fe, &m, &reply), 0);  /* the front-end stayed */
+        printf("ok: a switch caught mid-probe was closed; the next one got a full replay; the front-end stayed\n");
+
+        /* 3. a port removed from the configuration while the daemon is down */
+        FrontendPeer fe_1;
+        BackendPeer be_1;
+        ASSERT_EQ(peers_setup_device(fe1, be1, &fe_1, &be_1, 1), 0);
+        usleep(50000);
+        size_t before = standin_count(&sd);
+        crash_and(drop_port1);
+        ASSERT(daemon_log_wait(&d, "fd store: port port1 is no longer configured; closing what it kept", 2000));
+        ASSERT(frontend_peer_recv(&fe_1, &m, 2000) < 0);       /* its connection closed */
+        ASSERT_EQ(backend_peer_wait_closed(&be_1, 2000), 0);
+        usleep(50000);
+        size_t after = standin_count(&sd);
+        ASSERT(after < before);
+        printf("ok: port1 removed while the daemon was down: its connections closed, the store %zu -> %zu fds\n",
+               before, after);
+        frontend_peer_close(&fe_1);
+        backend_peer_close(&be_1);
+
+        frontend_peer_close(&fe);
+        backend_peer_close(&be);
+        standin_stop(&sd);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
+        if (!getenv("KEEP_TEST_LOGS"))
+                (void) system(cmd);
+        printf("3 passed, 0 failed\n");
+        return 0;
+}
