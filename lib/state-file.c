@@ -48,7 +48,7 @@ size_t state_file_capacity(size_t size) {
 int state_file_init(void *buf, size_t size) {
         StateFileHeader *h = buf;
 
-        if (state_file_capacity(size) == 0 || (size - STATE_FILE_HEADER_SIZE) % 2 != 0 ||
+        if (state_file_capacity(size) == 0 || (size - STATE_FILE_HEADER_SIZE) % 16 != 0 ||
             (size - STATE_FILE_HEADER_SIZE) / 2 > UINT32_MAX)
                 return -EINVAL;
         memset(buf, 0, size);
@@ -58,8 +58,10 @@ int state_file_init(void *buf, size_t size) {
 }
 
 static bool header_valid(const StateFileHeader *h, size_t size) {
+        /* slot_size a multiple of 8: the second slot's header must be aligned (a file written
+         * by anything else than state_file_init() is not trusted for that). */
         return size >= STATE_FILE_HEADER_SIZE && h->magic == STATE_FILE_MAGIC &&
-               h->slot_size >= STATE_SLOT_HEADER_SIZE &&
+               h->slot_size >= STATE_SLOT_HEADER_SIZE && h->slot_size % 8 == 0 &&
                (size_t) h->slot_size * 2 + STATE_FILE_HEADER_SIZE <= size;
 }
 
