@@ -66,6 +66,25 @@ int dirty_log_set_notify(DirtyLog *l, const VuMsg *m, const char **ret_reason) {
         return 0;
 }
 
+int dirty_log_mark_all(const DirtyLog *l) {
+        if (l->fd < 0)
+                return 0;
+        uint64_t len = l->region.mmap_offset + l->region.mmap_size;
+        uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, l->fd, 0);
+        if (p == MAP_FAILED)
+                return -errno;
+        uint8_t *b = p + l->region.mmap_offset, *end = b + l->region.mmap_size;
+        /* bytes up to 8-byte alignment, then whole words, then the tail */
+        for (; b < end && ((uintptr_t) b & 7); b++)
+                __atomic_fetch_or(b, 0xff, __ATOMIC_RELAXED);
+        for (; b + 8 <= end; b += 8)
+                __atomic_fetch_or((uint64_t *) b, UINT64_MAX, __ATOMIC_RELAXED);
+        for (; b < end; b++)
+                __atomic_fetch_or(b, 0xff, __ATOMIC_RELAXED);
+        (void) munmap(p, len);
+        return 0;
+}
+
 void dirty_log_base_reply(VuMsg *ret_reply) {
         vu_msg_init_u64(ret_reply, VU_SET_LOG_BASE, 0);
         ret_reply->hdr.flags = VU_VERSION | VU_FLAG_REPLY;

@@ -40,6 +40,13 @@ int dirty_log_set_base(DirtyLog *l, const VuMsg *m, const char **ret_reason);
 /* SET_LOG_FD: an eventfd. Keeps a copy of it. */
 int dirty_log_set_notify(DirtyLog *l, const VuMsg *m, const char **ret_reason);
 
+/* Marks every page of the log dirty (atomically, as the front-end may be reading and
+ * clearing it at the same moment). For a back-end lost while logging: it may have written
+ * guest memory and died before marking it (DPDK gathers its marks and flushes them after a
+ * burst), so the front-end sends all of guest memory once more rather than miss a page.
+ * 0, or a negative errno (the log cannot be mapped). */
+int dirty_log_mark_all(const DirtyLog *l);
+
 /* The answer the front-end waits for after SET_LOG_BASE (with LOG_SHMFD): a u64 0, what
  * rust-vmm front-ends check; QEMU reads any size. Back-ends answer with no payload (DPDK) or
  * a u64 (libvhost-user), relayed as this. */

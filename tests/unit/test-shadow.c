@@ -1147,6 +1147,29 @@ static void test_dirty_log_refusals(void) {
         close(logfd);
 }
 
+/* After a back-end is lost mid-migration every page of the log is marked, and nothing
+ * outside the log region (before its offset) is touched. */
+static void test_dirty_log_mark_all(void) {
+        Fixture f;
+        VuMsg m;
+        int logfd = log_memfd(3 * LOG_SIZE);
+        uint8_t *p = mmap(NULL, 3 * LOG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, logfd, 0);
+        ASSERT(p != MAP_FAILED);
+
+        qemu_migration_setup(&f);
+        ASSERT_EQ(dirty_log_mark_all(&f.s.log), 0);    /* no log: nothing to do */
+        /* an odd offset and size, so that the byte-wise head and tail are used too */
+        log_base_msg(&m, logfd, LOG_SIZE + 5, LOG_SIZE + 3);
+        apply_ok(&f, &m);
+        p[LOG_SIZE + 10] = 0x01;                        /* a page the back-end had marked */
+        ASSERT_EQ(dirty_log_mark_all(&f.s.log), 0);
+        for (unsigned i = 0; i < 3 * LOG_SIZE; i++)
+                ASSERT_EQ(p[i], i >= LOG_SIZE + 3 && i < 2 * LOG_SIZE + 8 ? 0xff : 0);
+        munmap(p, 3 * LOG_SIZE);
+        fixture_done(&f);
+        close(logfd);
+}
+
 static void test_dirty_log_json(void) {
         Fixture f;
         Shadow r;
@@ -1193,5 +1216,6 @@ RUN_TESTS(
         TEST_CASE(test_dirty_log_replay),
         TEST_CASE(test_dirty_log_fd_and_reset),
         TEST_CASE(test_dirty_log_refusals),
+        TEST_CASE(test_dirty_log_mark_all),
         TEST_CASE(test_dirty_log_json),
 )
