@@ -97,7 +97,9 @@ migrate_once() {   # vm
     rm -f "$WORK/guest-${name[$v]}.log"
     at[$v]=$next; gen[$v]=$g; name[$v]=$new; pid[$v]=$newpid
     # the guest goes on at the destination before the next round
-    wait_line "$WORK/guest-$new.log" "^UDP sent" 30 || { echo "VM $v: no traffic after migration $g" >&2; return 1; }
+    wait_line "$WORK/guest-$new.log" "^UDP sent" 30 || {
+        echo "VM $v: no traffic after migration $g; the destination QEMU says: $(timeout 5 $QMP "$WORK/qmp-$new.sock" query-status)" >&2
+        return 1; }
 }
 
 for i in $(seq "$N"); do
