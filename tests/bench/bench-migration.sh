@@ -94,7 +94,7 @@ migrate_once() {   # vm
         case "$st" in *'"status": "completed"'*) break;; *'"status": "failed"'*) echo "failed: $st" >&2; return 1;; esac
         sleep 0.05
     done
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(sys.argv[2], d["total-time"], d["downtime"])' "$st" "$v" >> "$WORK/samples"
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(sys.argv[2], d["total-time"], d["downtime"])' "$st" "$v" | tee -a "$WORK/samples"
     $QMP "$WORK/qmp-${name[$v]}.sock" quit > /dev/null
     wait "${pid[$v]}" 2>/dev/null
     rm -f "$WORK/guest-${name[$v]}.log"
