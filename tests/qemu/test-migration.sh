@@ -17,9 +17,16 @@ DAEMON=${1:?usage: $0 PATH-TO-vhost-recond}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../real/dpdk-lib.sh"
 QMP="python3 $HERE/qmp.py"
-# The guest's CPU model (see README, "Live migration": guests hung now and then after a
-# migration under TCG with -cpu max, connected through vhost-recond or not)
+# Under TCG a guest now and then went silent for good after a migration, connected through
+# vhost-recond or to testpmd directly alike: QEMU says it runs, the guest neither prints nor
+# sends. The cause is not established; it looks like a vCPU waiting for an interrupt that
+# never comes, so the guest gets a periodic tick (nohz=off highres=off) and a key press on
+# the destination after each migration.
 GUEST_CPU=${VR_GUEST_CPU:-max}
+GUEST_KARGS=${VR_GUEST_KARGS-nohz=off highres=off}
+wake() {   # qmp-socket
+    $QMP "$1" send-key '{"keys": [{"type": "qcode", "data": "shift"}]}' > /dev/null 2>&1 || true
+}
 
 command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"; exit 77; }
 command -v dpdk-testpmd >/dev/null || { echo "SKIP: dpdk-testpmd not installed (apt-get install dpdk-dev)"; exit 77; }
@@ -77,7 +84,7 @@ vm() {   # name port extra...
     # under TCG crashes when the guest enables MSI-X on a vhost-user net device
     qemu-system-x86_64 -machine pc,accel=tcg -cpu "$GUEST_CPU" -smp 1 -m 256 \
         -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
-        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "console=ttyS0 quiet vr=mig" \
+        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "console=ttyS0 quiet vr=mig $GUEST_KARGS" \
         -display none -monitor none -serial "file:$WORK/guest-$name.log" -qmp "unix:$WORK/qmp-$name.sock,server=on,wait=off" \
         -chardev socket,id=c0,path="$WORK/$port.sock" -netdev vhost-user,id=n0,chardev=c0 \
         -device virtio-net-pci,netdev=n0,vectors=0,csum=off,guest_csum=off,mac=52:54:00:12:34:56 \
@@ -130,6 +137,7 @@ wait_for "$WORK/guest-a.log" "^UDP sent=[0-9]+ recv=[1-9]" 120 || fail "(a) the 
 vm b port1 -incoming "unix:$WORK/mig-b.sock"; DST_PID=$!
 sleep 1
 times=$(migrate a "unix:$WORK/mig-b.sock") || fail "(a) migration port0 -> port1 failed"
+wake "$WORK/qmp-b.sock"
 echo "(a) migrated port0 -> port1: total ${times% *} ms, downtime ${times#* } ms"
 before=$(udp "$WORK/guest-a.log" recv)
 traffic_goes_on "$WORK/guest-b.log" "$before" 200 60 || fail "(a) no traffic at the destination after the migration"
@@ -155,6 +163,7 @@ sleep 1
 switch 1
 wait_for "$WORK/daemon.log" "port1: the front-end is logging" 20 || fail "(b) the new switch did not get the dirty log on port1"
 wait "$MIG_PID" || fail "(b) migration port1 -> port0 failed"
+wake "$WORK/qmp-c.sock"
 times=$(cat "$WORK/migrate-b.out")
 before=$(udp "$WORK/guest-b.log" recv)
 [ "$(grep -c "port1: replay done" "$WORK/daemon.log")" -gt "$replays_before" ] || fail "(b) no replay to the new switch during the migration"
