@@ -40,6 +40,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' TERM INT
 
 cat > "$WORK/vhost-recon.conf" <<CONF
 control = "$WORK/control";

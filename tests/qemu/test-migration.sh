@@ -44,6 +44,7 @@ cleanup() {
     [ -n "${KEEP_TEST_LOGS:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' TERM INT
 fail() {
     echo "FAIL: $*"
     for q in "$WORK"/qmp-*.sock; do
