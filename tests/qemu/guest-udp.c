@@ -7,7 +7,8 @@
  * wait in the socket at any time. virtio-net keeps all but the first 128 bytes of each in
  * the receive buffer the back-end wrote, so if the back-end's writes during a live migration
  * were not logged, the destination has stale pages under those datagrams: a wrong payload, a
- * sequence number seen before, or a UDP checksum error (the device is set up without
+ * sequence number seen before, an IP header error (a frame that was never written there
+ * reads as zeros), or a UDP checksum error (the device is set up without
  * checksum offload, so the guest verifies every checksum as it copies the data). The test
  * reads the counters this prints once a second on the console. */
 #include <arpa/inet.h>
@@ -42,8 +43,9 @@ static void fill(uint8_t *b, uint32_t seq) {
                 b[i] = (uint8_t) (seq * 31 + i * 7);
 }
 
-/* Udp: InCsumErrors from /proc/net/snmp (a header line of names, then one of values). */
-static long long udp_csum_errors(void) {
+/* A counter of /proc/net/snmp, e.g. ("Udp:", "InCsumErrors"): for each protocol a line of
+ * names, then one of values. */
+static long long snmp_counter(const char *proto, const char *name) {
         char names[1024], values[1024], line[1024];
         FILE *f = fopen("/proc/net/snmp", "re");
         long long v = -1;
@@ -52,7 +54,7 @@ static long long udp_csum_errors(void) {
                 return -1;
         names[0] = 0;
         while (fgets(line, sizeof(line), f)) {
-                if (strncmp(line, "Udp:", 4) != 0)
+                if (strncmp(line, proto, strlen(proto)) != 0)
                         continue;
                 if (!names[0]) {
                         snprintf(names, sizeof(names), "%s", line);
@@ -62,7 +64,7 @@ static long long udp_csum_errors(void) {
                 char *sn = NULL, *sv = NULL;
                 char *n = strtok_r(names, " \n", &sn), *val = strtok_r(values, " \n", &sv);
                 while (n && val) {
-                        if (strcmp(n, "InCsumErrors") == 0)
+                        if (strcmp(n, name) == 0)
                                 v = atoll(val);
                         n = strtok_r(NULL, " \n", &sn);
                         val = strtok_r(NULL, " \n", &sv);
@@ -142,8 +144,10 @@ int main(void) {
                         any = true;
                 }
                 if (now_ms() >= next_report) {
-                        printf("UDP sent=%llu recv=%llu bad=%llu stale=%llu csumerr=%lld last=%u\n", sent, recvd,
-                               bad, stale, udp_csum_errors(), last);
+                        /* a stale page under a whole frame: an IP header gone bad (or zeros) */
+                        printf("UDP sent=%llu recv=%llu bad=%llu stale=%llu csumerr=%lld iphdrerr=%lld last=%u\n",
+                               sent, recvd, bad, stale, snmp_counter("Udp:", "InCsumErrors"),
+                               snmp_counter("Ip:", "InHdrErrors"), last);
                         fflush(stdout);
                         next_report = now_ms() + 1000;
                 }

@@ -125,7 +125,8 @@ migrate() {   # from-name uri
 
 check_data() {   # log what
     local log=$1
-    [ "$(udp "$log" bad)" = 0 ] && [ "$(udp "$log" stale)" = 0 ] && [ "$(udp "$log" csumerr)" = 0 ] ||
+    [ "$(udp "$log" bad)" = 0 ] && [ "$(udp "$log" stale)" = 0 ] && [ "$(udp "$log" csumerr)" = 0 ] &&
+        [ "$(udp "$log" iphdrerr)" = 0 ] ||
         fail "$2: the guest received damaged data: $(grep -a '^UDP sent' "$log" | tail -1)"
 }
 
