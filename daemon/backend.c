@@ -204,17 +204,12 @@ void backend_lost(Port *p, const char *reason) {
         p->backend = connection_free(p->backend);
         p->backend_channel = backend_channel_free(p->backend_channel);
         p->backend_state = BACKEND_ABSENT;
-        /* A migration under way, and a back-end that had the log is gone: what it wrote
-         * last may be unmarked, so the front-end gets every page marked instead. */
-        if (p->shadow.log.fd >= 0 && was != BACKEND_PROBING) {
-                int k = dirty_log_mark_all(&p->shadow.log);
-                if (k < 0)
-                        log_warning_errno(k, "%s: cannot mark the dirty log after losing the back-end: %m",
-                                          p->config.name);
-                else
-                        log_info("%s: back-end lost while the front-end logs: every page marked dirty in the log, "
-                                 "so the migration sends all of guest memory again", p->config.name);
-        }
+        /* A back-end lost mid-migration may have written guest memory it had not marked
+         * yet. dirty_log_mark_all() would cover that, but is not called: QEMU under TCG
+         * takes a marked page as free of translated code, and guests hung after it (see
+         * README, "Live migration"). */
+        if (p->shadow.log.fd >= 0 && was != BACKEND_PROBING)
+                log_info("%s: back-end lost while the front-end logs (live migration)", p->config.name);
         p->backend_owner_sent = false;
         p->stop_outstanding = 0;
         if (was == BACKEND_PROBING || was == BACKEND_REPLAYING) {

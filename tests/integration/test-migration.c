@@ -4,8 +4,7 @@
  * are forwarded to a connected back-end and answered as the front-end expects; while no
  * back-end is there they are answered from the shadow; a back-end connecting mid-logging
  * gets LOG_ALL and the log before any of its rings, one connecting after logging stopped
- * gets neither; a back-end lost while logging leaves every page marked; a bad log is
- * refused with its reason. */
+ * gets neither; a bad log is refused with its reason. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,16 +198,9 @@ static void test_backend_connects_mid_logging(void) {
                         ASSERT_EQ(b.log[i].payload.addr.flags, VU_BIT(VU_VRING_F_LOG));
         ASSERT_EQ(b.log[find(&b, 0, VU_SET_VRING_BASE)].payload.state.num, 4321);
 
-        /* the switch dies mid-migration: its last writes may be unmarked, so the daemon
-         * marks every page in the front-end's log */
-        uint8_t *lg = mmap(NULL, LOG_SIZE, PROT_READ, MAP_SHARED, t.logfd, 0);
-        ASSERT(lg != MAP_FAILED);
-        ASSERT_EQ(lg[0], 0);
+        /* the switch dies mid-migration: said in the log */
         backend_peer_close(&b);
-        ASSERT(daemon_log_wait(&t.d, "port0: back-end lost while the front-end logs: every page marked dirty", 2000));
-        for (unsigned i = 0; i < LOG_SIZE; i++)
-                ASSERT_EQ(lg[i], 0xff);
-        munmap(lg, LOG_SIZE);
+        ASSERT(daemon_log_wait(&t.d, "port0: back-end lost while the front-end logs (live migration)", 2000));
 
         /* the end of the migration: the source stops its rings, answered from the used
          * ring while no back-end is there */
@@ -236,7 +228,7 @@ static void test_no_log_after_logging_stopped(void) {
         ASSERT_EQ(backend_peer_serve_until(&b, VU_SET_STATUS, 0xf, PEER_TIMEOUT_MS), 0);
         ASSERT(daemon_log_wait(&t.d, "port0: replay done", 2000));
         ASSERT_EQ(backend_peer_find(&b, 0, VU_SET_LOG_BASE), SIZE_MAX);
-        /* nor was the old log marked when the back-end left after logging stopped */
+        /* the daemon never wrote into the front-end's log */
         uint8_t *lg = mmap(NULL, LOG_SIZE, PROT_READ, MAP_SHARED, t.logfd, 0);
         ASSERT(lg != MAP_FAILED);
         for (unsigned i = 0; i < LOG_SIZE; i++)
