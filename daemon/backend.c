@@ -204,6 +204,12 @@ void backend_lost(Port *p, const char *reason) {
         p->backend = connection_free(p->backend);
         p->backend_channel = backend_channel_free(p->backend_channel);
         p->backend_state = BACKEND_ABSENT;
+        /* A back-end lost mid-migration may have written guest memory it had not marked
+         * yet. dirty_log_mark_all() would cover that, but is not called: QEMU under TCG
+         * takes a marked page as free of translated code, and guests hung after it (see
+         * README, "Live migration"). */
+        if (p->shadow.log.fd >= 0 && was != BACKEND_PROBING)
+                log_info("%s: back-end lost while the front-end logs (live migration)", p->config.name);
         p->backend_owner_sent = false;
         p->stop_outstanding = 0;
         if (was == BACKEND_PROBING || was == BACKEND_REPLAYING) {

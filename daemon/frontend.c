@@ -36,7 +36,14 @@ static void reply_to_frontend(Port *p, const VuMsg *reply) {
 }
 
 void frontend_relay_reply(Port *p, FrontendItem *it, const VuMsg *reply) {
+        VuMsg log_reply;
+
         shadow_record_reply(&p->shadow, &it->msg, reply);
+        if (it->msg.hdr.request == VU_SET_LOG_BASE) {
+                /* back-ends answer it in two shapes; the front-end gets one */
+                dirty_log_base_reply(&log_reply);
+                reply = &log_reply;
+        }
         reply_to_frontend(p, reply);
         frontend_item_free(it);
 }
@@ -106,7 +113,8 @@ static void frontend_pump_queue(Port *p) {
 
                 switch (p->backend_state) {
                 case BACKEND_READY:
-                        if (it->seq <= p->replay_seq && !vu_request_has_reply(it->msg.hdr.request)) {
+                        if (it->seq <= p->replay_seq && (!vu_request_has_reply(it->msg.hdr.request) ||
+                                                         it->msg.hdr.request == VU_SET_LOG_BASE)) {
                                 /* The replay carried it already. */
                                 if (it->needs_reply)
                                         answer_locally(p, it);

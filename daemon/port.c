@@ -568,6 +568,8 @@ json_object *port_to_json(const Port *p) {
         json_object_object_add(o, "vrings", json_object_new_int(s->n_vrings));
         json_object_object_add(o, "vrings_started", json_object_new_int(started));
         json_object_object_add(o, "memory_regions", json_object_new_int(s->memory.n_regions));
+        /* a live migration under way: the front-end logs, and the log is in every replay */
+        json_object_object_add(o, "dirty_logging", json_object_new_boolean(shadow_logging(s)));
 
         json_object_object_add(o, "counters", port_stats_to_json(&p->stats));
         json_object_object_add(o, "last_error", p->last_error[0] ? json_object_new_string(p->last_error) : NULL);

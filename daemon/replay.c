@@ -147,6 +147,9 @@ static int replay_run(Port *p) {
                                   v->started ? "started" : "stopped", avail, used);
         }
 
+        if (p->shadow.log.fd >= 0)
+                log_info("%s: the front-end is logging (live migration): the dirty log and LOG_ALL go to the "
+                         "back-end before its rings", p->config.name);
         p->backend_state = BACKEND_REPLAYING;
         p->replay_seq = p->fe_seq;
         p->replay_messages = l.n;

@@ -20,6 +20,7 @@ typedef enum PayloadKind {
         PAYLOAD_CONFIG,
         PAYLOAD_FILE,           /* u64: vring index in bits 0-7, bit 8 = no fd */
         PAYLOAD_IOTLB,          /* struct vhost_iotlb_msg */
+        PAYLOAD_LOG_REPLY,      /* SET_LOG_BASE's answer: none (DPDK) or a u64 (libvhost-user) */
         PAYLOAD_UNSUPPORTED,    /* never offered by vhost-recon; refused */
 } PayloadKind;
 
@@ -36,8 +37,8 @@ static const RequestInfo request_info[_VU_REQUEST_MAX] = {
         [VU_SET_OWNER]             = { "SET_OWNER",             PAYLOAD_NONE,     PAYLOAD_NONE,     0 },
         [VU_RESET_OWNER]           = { "RESET_OWNER",           PAYLOAD_NONE,     PAYLOAD_NONE,     0 },
         [VU_SET_MEM_TABLE]         = { "SET_MEM_TABLE",         PAYLOAD_MEMTABLE, PAYLOAD_NONE,     0 },
-        [VU_SET_LOG_BASE]          = { "SET_LOG_BASE",          PAYLOAD_UNSUPPORTED, PAYLOAD_NONE,  0 },
-        [VU_SET_LOG_FD]            = { "SET_LOG_FD",            PAYLOAD_UNSUPPORTED, PAYLOAD_NONE,  0 },
+        [VU_SET_LOG_BASE]          = { "SET_LOG_BASE",          PAYLOAD_LOG,      PAYLOAD_LOG_REPLY, 1 },
+        [VU_SET_LOG_FD]            = { "SET_LOG_FD",            PAYLOAD_NONE,     PAYLOAD_NONE,     1 },
         [VU_SET_VRING_NUM]         = { "SET_VRING_NUM",         PAYLOAD_STATE,    PAYLOAD_NONE,     0 },
         [VU_SET_VRING_ADDR]        = { "SET_VRING_ADDR",        PAYLOAD_ADDR,     PAYLOAD_NONE,     0 },
         [VU_SET_VRING_BASE]        = { "SET_VRING_BASE",        PAYLOAD_STATE,    PAYLOAD_NONE,     0 },
@@ -213,6 +214,10 @@ static int check_payload(const VuMsg *m, PayloadKind kind, unsigned *ret_fds, co
         case PAYLOAD_LOG:
                 if (size != sizeof(VuLog))
                         return fail(ret_reason, "payload size must be 16 (log)");
+                return 0;
+        case PAYLOAD_LOG_REPLY:
+                if (size != 0 && size != sizeof(uint64_t))
+                        return fail(ret_reason, "payload size must be 0 or 8 (log base answer)");
                 return 0;
         case PAYLOAD_INFLIGHT:
                 /* 20 bytes of fields; QEMU sends the padded C struct (24) */

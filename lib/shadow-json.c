@@ -117,6 +117,14 @@ int shadow_to_json(const Shadow *s, json_object **ret, int *fds, size_t *ret_n_f
                 }
                 json_object_object_add(o, "iotlb", t);
         }
+        if (s->log.fd >= 0) {
+                json_object *lg = json_object_new_object();
+                json_object_object_add(lg, "mmap_size", u64(s->log.region.mmap_size));
+                json_object_object_add(lg, "mmap_offset", u64(s->log.region.mmap_offset));
+                json_object_object_add(lg, "fd", json_object_new_int(add_fd(s->log.fd, fds, &n)));
+                json_object_object_add(lg, "notify_fd", json_object_new_int(add_fd(s->log.notify_fd, fds, &n)));
+                json_object_object_add(o, "dirty_log", lg);
+        }
         json_object_object_add(o, "config", hex(s->config, sizeof(s->config)));
         json_object_object_add(o, "config_written", hex(s->config_written, sizeof(s->config_written)));
 
@@ -299,6 +307,17 @@ static int restore(Shadow *s, json_object *j, const int *fds, size_t n_fds, cons
                         if (k < 0 && k != -ERANGE && k != -ENOSPC)
                                 return k;
                 }
+        }
+        if (json_object_object_get_ex(j, "dirty_log", &v)) {
+                if (!get_opt_u64(v, "mmap_size", &s->log.region.mmap_size) ||
+                    !get_opt_u64(v, "mmap_offset", &s->log.region.mmap_offset))
+                        return fail(ret_reason, "bad dirty log region");
+                s->log.fd = take_fd(v, "fd", fds, n_fds);
+                if (s->log.fd < 0)
+                        return fail(ret_reason, "dirty log without its fd");
+                s->log.notify_fd = take_fd(v, "notify_fd", fds, n_fds);
+                if (s->log.notify_fd == -EBADF)
+                        return fail(ret_reason, "dirty log eventfd missing");
         }
         if (get_hex(j, "config", s->config, sizeof(s->config)) < 0 ||
             get_hex(j, "config_written", s->config_written, sizeof(s->config_written)) < 0)

@@ -8,7 +8,7 @@
 
 #include "shadow.h"
 
-#define SHADOW_MAX_SAVED_FDS (GUEST_MEMORY_MAX_SLOTS + 3 * VU_MAX_VRINGS + 2)
+#define SHADOW_MAX_SAVED_FDS (GUEST_MEMORY_MAX_SLOTS + 3 * VU_MAX_VRINGS + 4)
 
 /* *ret: the JSON; fds[0..*ret_n_fds) the shadow's own fds it refers to (still the shadow's). */
 int shadow_to_json(const Shadow *s, json_object **ret, int *fds, size_t *ret_n_fds);

@@ -24,6 +24,7 @@ void shadow_init(Shadow *s) {
         memset(s, 0, sizeof(*s));
         guest_memory_init(&s->memory);
         iotlb_init(&s->iotlb);
+        dirty_log_init(&s->log);
         s->inflight_fd = -1;
         s->backend_req_fd = -1;
 }
@@ -44,6 +45,7 @@ void shadow_reset(Shadow *s) {
         iotlb_clear(&s->iotlb);
         safe_close(s->inflight_fd);
         safe_close(s->backend_req_fd);
+        dirty_log_clear(&s->log);
         shadow_init(s);
         s->backend = backend;
 }
@@ -118,6 +120,9 @@ static int request_protocol_feature(uint32_t request) {
         case VU_ADD_MEM_REG:
         case VU_REM_MEM_REG:            return VU_PF_CONFIGURE_MEM_SLOTS;
         case VU_VRING_KICK:             return VU_PF_INBAND_NOTIFICATIONS;
+        /* without a shared log a back-end in another process could not mark anything */
+        case VU_SET_LOG_BASE:
+        case VU_SET_LOG_FD:             return VU_PF_LOG_SHMFD;
         default:                        return -1;
         }
 }
@@ -190,8 +195,16 @@ static bool config_has(const uint8_t *bitmap, uint32_t offset, uint32_t size) {
         return true;
 }
 
+bool shadow_logging(const Shadow *s) {
+        bool ring_logged = false;
+        for (unsigned i = 0; i < s->n_vrings && !ring_logged; i++)
+                ring_logged = s->vrings[i].addr_set && (s->vrings[i].addr.flags & VU_BIT(VU_VRING_F_LOG));
+        return dirty_log_logging(s->features_set ? s->features : 0, ring_logged);
+}
+
 static void reset_device(Shadow *s) {
         reset_vrings(s);
+        dirty_log_clear(&s->log);
         s->features_set = false;
         s->features = 0;
         s->status_set = false;
@@ -226,6 +239,11 @@ int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason) {
                         return fail(ret_reason, "SET_FEATURES before any features were offered", -EPROTO);
                 if (m->payload.u64 & ~offered)
                         return fail(ret_reason, "SET_FEATURES acks bits that were not offered", -EPROTO);
+                /* The end of a migration (or its cancel): the front-end frees its log, and a
+                 * back-end connecting from now on gets none. */
+                if (s->features_set && (s->features & VU_BIT(VU_F_LOG_ALL)) &&
+                    !(m->payload.u64 & VU_BIT(VU_F_LOG_ALL)))
+                        dirty_log_clear(&s->log);
                 s->features = m->payload.u64;
                 s->features_set = true;
                 return 0;
@@ -368,6 +386,12 @@ int shadow_apply(Shadow *s, const VuMsg *m, const char **ret_reason) {
 
         case VU_GET_INFLIGHT_FD:
                 return 0;
+
+        case VU_SET_LOG_BASE:
+                return dirty_log_set_base(&s->log, m, ret_reason);
+
+        case VU_SET_LOG_FD:
+                return dirty_log_set_notify(&s->log, m, ret_reason);
 
         case VU_SET_BACKEND_REQ_FD: {
                 int fd = fcntl(m->fds[0], F_DUPFD_CLOEXEC, 3);
@@ -551,6 +575,12 @@ int shadow_answer(Shadow *s, const VuMsg *req, VuMsg *ret_reply) {
                 ret_reply->payload.inflight = s->inflight;
                 return vu_msg_add_fd_dup(ret_reply, s->inflight_fd) < 0 ? -errno : 1;
         }
+
+        case VU_SET_LOG_BASE:
+                /* Nothing writes guest memory without a back-end; the next one gets the log
+                 * in its replay before any ring runs. */
+                dirty_log_base_reply(ret_reply);
+                return 1;
 
         default:
                 if (vu_request_has_reply(req->hdr.request))
@@ -740,6 +770,24 @@ int shadow_build_replay(const Shadow *s, uint64_t backend_pf, VuMsgList *ret, co
                                 m->payload.memory.regions[i] = s->memory.regions[i].info;
                                 r = vu_msg_add_fd_dup(m, s->memory.regions[i].fd);
                         }
+                }
+        }
+        /* The log before any ring runs (LOG_ALL came with the features), so that every
+         * write of the new back-end is marked. The shadow holds one only from SET_LOG_BASE
+         * until logging stops. */
+        if (r >= 0 && s->log.fd >= 0) {
+                VuMsg ms[2];
+                unsigned n = 0;
+                r = dirty_log_build_replay(&s->log, ms, &n);
+                for (unsigned i = 0; r >= 0 && i < n; i++) {
+                        VuMsg *m = list_add(&l);
+                        if (!m) {
+                                for (unsigned k = i; k < n; k++)
+                                        vu_msg_close_fds(&ms[k]);
+                                r = -ENOMEM;
+                                break;
+                        }
+                        *m = ms[i];
                 }
         }
         /* Before the rings: a back-end checks the region for I/O to resubmit as rings start. */

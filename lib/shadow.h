@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dirty-log.h"
 #include "guest-memory.h"
 #include "iotlb.h"
 #include "vhost-user.h"
@@ -17,11 +18,12 @@
         (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_RARP) | VU_BIT(VU_PF_REPLY_ACK) |           \
          VU_BIT(VU_PF_MTU) | VU_BIT(VU_PF_CONFIG) | VU_BIT(VU_PF_RESET_DEVICE) |     \
          VU_BIT(VU_PF_STATUS) | VU_BIT(VU_PF_INFLIGHT_SHMFD) |                        \
-         VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT(VU_PF_BACKEND_REQ))
+         VU_BIT(VU_PF_CONFIGURE_MEM_SLOTS) | VU_BIT(VU_PF_BACKEND_REQ) |              \
+         VU_BIT(VU_PF_LOG_SHMFD))
 
-/* Device features never offered to a front-end: dirty logging (live migration).
- * ACCESS_PLATFORM (33) is offered: see lib/iotlb.h. */
-#define SHADOW_MASKED_FEATURES (VU_BIT(VU_F_LOG_ALL))
+/* Device features never offered to a front-end: none now. LOG_ALL (live migration) is
+ * offered, see lib/dirty-log.h; ACCESS_PLATFORM (33), see lib/iotlb.h. */
+#define SHADOW_MASKED_FEATURES UINT64_C(0)
 
 typedef struct ShadowVring {
         bool num_set, base_set, addr_set, kick_set, call_set, err_set, enable_set;
@@ -58,6 +60,7 @@ typedef struct Shadow {
         int inflight_fd;
         uint8_t config[VU_MAX_CONFIG_SIZE];             /* bytes the front-end wrote */
         uint8_t config_written[VU_MAX_CONFIG_SIZE / 8];
+        DirtyLog log;                   /* live migration: SET_LOG_BASE, SET_LOG_FD */
         BackendCache backend;
         Iotlb iotlb;                    /* IOTLB_MSG updates in force (ACCESS_PLATFORM + vIOMMU) */
 } Shadow;
@@ -109,6 +112,9 @@ uint64_t shadow_backend_protocol_features(const Shadow *s, uint64_t offered);
 /* Ring and buffer addresses are IOVAs: ACCESS_PLATFORM in SET_FEATURES (QEMU sets it there
  * only with a vIOMMU; without one its addresses stay its own). */
 bool shadow_iommu(const Shadow *s);
+/* The front-end logs its back-end's writes (a migration is under way): LOG_ALL acked, or a
+ * ring with VHOST_VRING_F_LOG. */
+bool shadow_logging(const Shadow *s);
 
 /* Number of vrings the front-end has touched (highest index + 1). */
 unsigned shadow_vrings_in_use(const Shadow *s);

@@ -231,7 +231,8 @@ static inline bool vu_msg_needs_reply(const VuMsg *m) {
 }
 
 const char *vu_request_to_string(uint32_t request);
-/* True when the request always gets an answer (GET_* and friends), regardless of REPLY_ACK. */
+/* True when the request always gets an answer (GET_* and friends, and SET_LOG_BASE, which
+ * is only taken with LOG_SHMFD), regardless of REPLY_ACK. */
 bool vu_request_has_reply(uint32_t request);
 /* True when the request names a vring in its payload; *ret_index gets it. */
 bool vu_msg_vring_index(const VuMsg *m, uint32_t *ret_index);

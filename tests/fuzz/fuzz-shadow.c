@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 /* as many fds as the request wants: guest memory for memory, eventfds else */
                 for (int k = 0; k < 9 && vu_msg_check_request(&m, &reason) < 0 && strstr(reason, "fewer fds"); k++) {
                         bool memory = m.hdr.request == VU_SET_MEM_TABLE || m.hdr.request == VU_ADD_MEM_REG ||
-                                      m.hdr.request == VU_SET_INFLIGHT_FD;
+                                      m.hdr.request == VU_SET_INFLIGHT_FD || m.hdr.request == VU_SET_LOG_BASE;
                         m.fds[m.n_fds++] = memory ? fcntl(memfd, F_DUPFD_CLOEXEC, 3) : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
                 }
                 if (vu_msg_check_request(&m, &reason) == 0 && shadow_apply(&s, &m, &reason) >= 0 &&

@@ -17,7 +17,7 @@ def msg(req, payload=b"", flags=1):
 
 def u64(v): return struct.pack("<Q", v)
 def state(i, n): return struct.pack("<II", i, n)
-def addr(i, desc, used, avail): return struct.pack("<IIQQQQ", i, 0, desc, used, avail, 0)
+def addr(i, desc, used, avail, flags=0, log=0): return struct.pack("<IIQQQQ", i, flags, desc, used, avail, log)
 def region(gpa, size, ua, off): return struct.pack("<QQQQ", gpa, size, ua, off)
 
 # The DPDK virtio-user setup as the daemon sees it.
@@ -48,6 +48,26 @@ packed = [(16, u64(0x10009)), (2, u64(0x500000000)), (5, struct.pack("<II", 1, 0
           (8, state(0, 100)), (10, state(0, 0x8000)), (9, addr(0, UADDR + 0x1000, UADDR + 0x3000, UADDR + 0x2000)),
           (12, u64(0)), (11, state(0, 0))]
 put("fuzz-shadow", "packed", b"".join(record(r, p) for r, p in packed))
+# A live migration as QEMU 7.2 drives it: LOG_SHMFD, the log (SET_LOG_BASE: size, offset; SET_LOG_FD),
+# LOG_ALL on, the rings' used rings logged (VHOST_VRING_F_LOG, log_guest_addr), the rings
+# stopped at the end, logging off.
+LOG_ALL = 1 << 26
+migration = [(3, b""), (16, u64(0x1000b)), (2, u64(0x950008000)),
+             (5, struct.pack("<II", 1, 0) + region(0, 0x40000, UADDR, 0))]
+for i in range(2):
+    base = UADDR + 0x10000 * (i + 1)
+    migration += [(8, state(i, 256)), (10, state(i, 0)), (9, addr(i, base, base + 0x8000, base + 0x1000)), (12, u64(i))]
+migration += [(6, struct.pack("<QQ", 0x1000, 0)), (7, b""), (2, u64(0x950008000 | LOG_ALL))]
+for i in range(2):
+    base = UADDR + 0x10000 * (i + 1)
+    migration += [(9, addr(i, base, base + 0x8000, base + 0x1000, flags=1, log=0x10000 * (i + 1) + 0x8000))]
+migration += [(6, struct.pack("<QQ", 0x2000, 0)), (11, state(0, 0)), (11, state(1, 0)),
+              (2, u64(0x950008000))]
+for i in range(2):
+    base = UADDR + 0x10000 * (i + 1)
+    migration += [(9, addr(i, base, base + 0x8000, base + 0x1000))]
+put("fuzz-shadow", "migration", b"".join(record(r, p, True) for r, p in migration))
+put("fuzz-message", "migration", b"".join(msg(r, p) for r, p in migration) + msg(6, b"", flags=5))
 
 # QEMU with an intel-iommu: ACCESS_PLATFORM acked, rings at IOVAs, the IOTLB updates that map
 # them (after SET_VRING_ADDR, as QEMU sends them), then what a hostile front-end might send:

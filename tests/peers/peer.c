@@ -443,6 +443,13 @@ int backend_peer_serve_one(BackendPeer *b, int timeout_ms) {
                 safe_close(b->last_inflight_fd);
                 b->last_inflight_fd = m.n_fds ? fcntl(m.fds[0], F_DUPFD_CLOEXEC, 3) : -1;
                 break;
+        case VU_SET_LOG_BASE: {
+                /* as DPDK answers it: an empty reply */
+                VuMsg a;
+                vu_msg_init(&a, VU_SET_LOG_BASE, VU_FLAG_REPLY);
+                r = vu_send_blocking(b->fd, &a);
+                break;
+        }
         case VU_SET_MEM_TABLE:
                 safe_close(b->last_mem_fd);
                 b->last_mem_fd = m.n_fds ? fcntl(m.fds[0], F_DUPFD_CLOEXEC, 3) : -1;

@@ -6,7 +6,7 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${1:-/var/cache/vhost-recon-test}
 mkdir -p "$CACHE"
-stamp=$(cat "$HERE/guest-init" "$HERE/make-guest.sh" | sha256sum | cut -c1-16)
+stamp=$(cat "$HERE/guest-init" "$HERE/make-guest.sh" "$HERE/guest-udp.c" | sha256sum | cut -c1-16)
 cd "$CACHE"
 
 if [ -f "guest-$stamp.initrd" ] && [ -f vmlinuz ]; then
@@ -50,6 +50,8 @@ add_module() {
 for m in virtio_pci virtio_net virtio_blk; do add_module $m; done
 echo "$order" > root/lib/modules/order
 cp "$HERE/guest-init" root/init
+# the migration test's traffic and data check (static: the initramfs has no libc)
+${CC:-cc} -static -O2 -Wall -o root/bin/guest-udp "$HERE/guest-udp.c"
 chmod +x root/init
 ( cd root && find . | cpio -o -H newc --quiet | gzip -1 ) > "guest-$stamp.initrd.tmp"
 mv "guest-$stamp.initrd.tmp" "guest-$stamp.initrd"

@@ -65,7 +65,12 @@ static void make_valid(VuMsg *m, uint32_t request) {
                 if (request == VU_SET_INFLIGHT_FD)
                         m->fds[m->n_fds++] = eventfd(0, EFD_CLOEXEC);
                 break;
-        case VU_SET_BACKEND_REQ_FD:
+        case VU_SET_BACKEND_REQ_FD: case VU_SET_LOG_FD:
+                m->fds[m->n_fds++] = eventfd(0, EFD_CLOEXEC);
+                break;
+        case VU_SET_LOG_BASE:
+                m->hdr.size = sizeof(VuLog);
+                m->payload.log = (VuLog) { 8192, 0 };
                 m->fds[m->n_fds++] = eventfd(0, EFD_CLOEXEC);
                 break;
         case VU_IOTLB_MSG:
@@ -85,7 +90,7 @@ static const uint32_t valid_requests[] = {
         VU_SET_PROTOCOL_FEATURES, VU_GET_QUEUE_NUM, VU_SET_VRING_ENABLE, VU_SEND_RARP,
         VU_NET_SET_MTU, VU_SET_BACKEND_REQ_FD, VU_GET_CONFIG, VU_SET_CONFIG, VU_GET_INFLIGHT_FD,
         VU_SET_INFLIGHT_FD, VU_RESET_DEVICE, VU_VRING_KICK, VU_GET_MAX_MEM_SLOTS, VU_ADD_MEM_REG,
-        VU_REM_MEM_REG, VU_SET_STATUS, VU_GET_STATUS, VU_IOTLB_MSG,
+        VU_REM_MEM_REG, VU_SET_STATUS, VU_GET_STATUS, VU_IOTLB_MSG, VU_SET_LOG_BASE, VU_SET_LOG_FD,
 };
 
 static void test_round_trip_every_request(void) {
@@ -173,12 +178,18 @@ static void test_validation_rules(void) {
         expect_bad(&m, "inflight");
         make_valid(&m, VU_GET_FEATURES); m.hdr.size = 600;
         expect_bad(&m, "too large");
-        make_valid(&m, VU_SET_LOG_BASE); m.hdr.request = VU_SET_LOG_BASE; m.hdr.size = 16;
-        expect_bad(&m, "not offered");
         make_valid(&m, VU_IOTLB_MSG); m.hdr.size = 26;     /* the struct without its padding */
         expect_bad(&m, "IOTLB message");
         make_valid(&m, VU_IOTLB_MSG); m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);
         expect_bad(&m, "more fds");
+        make_valid(&m, VU_SET_LOG_BASE); vu_msg_close_fds(&m);
+        expect_bad(&m, "fewer fds");                    /* the log region's fd is not optional */
+        make_valid(&m, VU_SET_LOG_BASE); m.hdr.size = 8;
+        expect_bad(&m, "payload size must be 16 (log)");
+        make_valid(&m, VU_SET_LOG_FD); vu_msg_close_fds(&m);
+        expect_bad(&m, "fewer fds");
+        make_valid(&m, VU_POSTCOPY_ADVISE); m.hdr.request = VU_POSTCOPY_ADVISE;
+        expect_bad(&m, "not offered");                  /* postcopy stays out */
         make_valid(&m, VU_SET_FEATURES); m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);
         expect_bad(&m, "more fds");                     /* fds without a reason */
         make_valid(&m, VU_ADD_MEM_REG); m.hdr.size = 32;
@@ -220,6 +231,21 @@ static void test_check_reply(void) {
         ASSERT_EQ(vu_msg_check_reply(&r, VU_GET_INFLIGHT_FD, false, &reason), -EBADMSG);
         r.fds[r.n_fds++] = eventfd(0, EFD_CLOEXEC);
         ASSERT_EQ(vu_msg_check_reply(&r, VU_GET_INFLIGHT_FD, false, &reason), 0);
+        vu_msg_close_fds(&r);
+
+        /* SET_LOG_BASE's answer: empty from DPDK, a u64 from libvhost-user, nothing else */
+        ASSERT(vu_request_has_reply(VU_SET_LOG_BASE));
+        ASSERT(!vu_request_has_reply(VU_SET_LOG_FD));
+        vu_msg_init(&r, VU_SET_LOG_BASE, VU_FLAG_REPLY);
+        ASSERT_EQ(vu_msg_check_reply(&r, VU_SET_LOG_BASE, false, &reason), 0);
+        r.hdr.size = 8;
+        ASSERT_EQ(vu_msg_check_reply(&r, VU_SET_LOG_BASE, false, &reason), 0);
+        r.hdr.size = 16;
+        ASSERT_EQ(vu_msg_check_reply(&r, VU_SET_LOG_BASE, false, &reason), -EBADMSG);
+        ASSERT_CONTAINS(reason, "log base answer");
+        r.hdr.size = 0;
+        r.fds[r.n_fds++] = eventfd(0, EFD_CLOEXEC);
+        ASSERT_EQ(vu_msg_check_reply(&r, VU_SET_LOG_BASE, false, &reason), -EBADMSG);
         vu_msg_close_fds(&r);
 }
 

@@ -204,12 +204,13 @@ static void test_dpdk_sequence_replay(void) {
         ASSERT_EQ(l.msgs[6].payload.addr.used_user_addr, used_addr(0));
         vu_msg_list_clear(&l);
 
-        /* features offered to the front-end never include what cannot be replayed */
+        /* the back-end's LOG_ALL and LOG_SHMFD are offered on (live migration), nothing else
+         * beyond what can be replayed */
         uint64_t v;
         ASSERT(shadow_frontend_features(&f.s, &v));
-        ASSERT_EQ(v & VU_BIT(VU_F_LOG_ALL), 0);
+        ASSERT_EQ(v, NET_FEATURES | VU_BIT(VU_F_LOG_ALL));
         ASSERT(shadow_frontend_protocol_features(&f.s, &v));
-        ASSERT_EQ(v, DPDK_PF);
+        ASSERT_EQ(v, DPDK_PF | VU_BIT(VU_PF_LOG_SHMFD));
         fixture_done(&f);
 }
 
@@ -1139,6 +1140,294 @@ static void test_iommu_json_round_trip(void) {
         fixture_done(&f);
 }
 
+/* Live migration, as QEMU 7.2 drives it: SET_LOG_BASE (a memfd, 16-byte payload), then
+ * SET_FEATURES with LOG_ALL, then every ring's address again with VHOST_VRING_F_LOG. */
+#define MIG_PF (VU_BIT(VU_PF_MQ) | VU_BIT(VU_PF_REPLY_ACK) | VU_BIT(VU_PF_LOG_SHMFD))
+#define LOG_SIZE 4096u
+
+static int log_memfd(uint64_t size) {
+        int fd = memfd_create("vhost-log", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        ASSERT(fd >= 0);
+        ASSERT(ftruncate(fd, size) == 0);
+        return fd;
+}
+
+static void log_base_msg(VuMsg *m, int fd, uint64_t size, uint64_t offset) {
+        vu_msg_init(m, VU_SET_LOG_BASE, 0);
+        m->hdr.size = sizeof(VuLog);
+        m->payload.log = (VuLog) { .mmap_size = size, .mmap_offset = offset };
+        ASSERT_EQ(vu_msg_add_fd_dup(m, fd), 0);
+}
+
+static void send_addr_flags(Fixture *f, unsigned i, uint32_t flags) {
+        VuMsg m;
+        vu_msg_init(&m, VU_SET_VRING_ADDR, 0);
+        m.hdr.size = sizeof(VuVringAddr);
+        m.payload.addr = (VuVringAddr) { .index = i, .flags = flags, .desc_user_addr = desc_addr(i),
+                                         .avail_user_addr = avail_addr(i), .used_user_addr = used_addr(i),
+                                         .log_guest_addr = used_addr(i) - MEM_UADDR };
+        apply_ok(f, &m);
+}
+
+static void qemu_migration_setup(Fixture *f) {
+        fixture_init(f, NET_FEATURES | VU_BIT(VU_F_LOG_ALL), MIG_PF);
+        send_plain(f, VU_SET_OWNER);
+        send_u64(f, VU_SET_PROTOCOL_FEATURES, MIG_PF);
+        send_u64(f, VU_SET_FEATURES, NET_FEATURES);
+        send_mem_table(f);
+        for (unsigned i = 0; i < 2; i++) {
+                send_state(f, VU_SET_VRING_NUM, i, RING_NUM);
+                send_state(f, VU_SET_VRING_BASE, i, 0);
+                send_addr(f, i);
+                send_file(f, VU_SET_VRING_KICK, i);
+                send_file(f, VU_SET_VRING_CALL, i);
+        }
+        send_state(f, VU_SET_VRING_ENABLE, 0, 1);
+        send_state(f, VU_SET_VRING_ENABLE, 1, 1);
+}
+
+static void start_logging(Fixture *f, int logfd) {
+        VuMsg m;
+        log_base_msg(&m, logfd, LOG_SIZE, 0);
+        apply_ok(f, &m);
+        send_u64(f, VU_SET_FEATURES, NET_FEATURES | VU_BIT(VU_F_LOG_ALL));
+        for (unsigned i = 0; i < 2; i++)
+                send_addr_flags(f, i, VU_BIT(VU_VRING_F_LOG));
+}
+
+static void test_dirty_log_replay(void) {
+        Fixture f;
+        VuMsgList l;
+        VuMsg req, reply;
+        const char *reason = NULL;
+        int logfd = log_memfd(LOG_SIZE);
+        struct stat st_log, st_sent;
+
+        qemu_migration_setup(&f);
+        ASSERT(!shadow_logging(&f.s));
+        start_logging(&f, logfd);
+        ASSERT(shadow_logging(&f.s));
+        ASSERT(f.s.log.fd >= 0);
+        ASSERT_EQ(f.s.log.region.mmap_size, LOG_SIZE);
+
+        /* without a back-end the front-end gets its answer (it waits for one with LOG_SHMFD) */
+        log_base_msg(&req, logfd, LOG_SIZE, 0);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT_EQ(reply.hdr.request, VU_SET_LOG_BASE);
+        ASSERT_EQ(reply.hdr.flags, VU_VERSION | VU_FLAG_REPLY);
+        ASSERT_EQ(reply.hdr.size, 8);
+        ASSERT_EQ(reply.payload.u64, 0);
+        ASSERT_EQ(reply.n_fds, 0);
+        vu_msg_close_fds(&req);
+
+        /* a back-end connecting mid-migration: LOG_ALL with the features, the log right
+         * after the memory table, both before any ring is set up, let alone kicked */
+        set_used_idx(&f, 0, 17);
+        set_used_idx(&f, 1, 19);
+        ASSERT_EQ(shadow_build_replay(&f.s, MIG_PF, &l, &reason), 0);
+        const Expect e[] = {
+                { VU_SET_PROTOCOL_FEATURES, 0, MIG_PF, 0 },
+                { VU_GET_QUEUE_NUM, 0, ANY, 0 },
+                { VU_SET_FEATURES, 0, NET_FEATURES | VU_BIT(VU_F_LOG_ALL), 0 },
+                { VU_SET_MEM_TABLE, 0, ANY, 1 },
+                { VU_SET_LOG_BASE, 0, ANY, 1 },
+                { VU_SET_VRING_NUM, 0, RING_NUM, 0 },
+                { VU_SET_VRING_BASE, 0, 17, 0 },
+                { VU_SET_VRING_ADDR, 0, ANY, 0 },
+                { VU_SET_VRING_CALL, 0, 0, 1 },
+                { VU_SET_VRING_KICK, 0, 0, 1 },
+                { VU_SET_VRING_NUM, 1, RING_NUM, 0 },
+                { VU_SET_VRING_BASE, 1, 19, 0 },
+                { VU_SET_VRING_ADDR, 1, ANY, 0 },
+                { VU_SET_VRING_CALL, 1, 1, 1 },
+                { VU_SET_VRING_KICK, 1, 1, 1 },
+                { VU_SET_VRING_ENABLE, 0, 1, 0 },
+                { VU_SET_VRING_ENABLE, 1, 1, 0 },
+        };
+        check_replay(&l, e, ELEMENTSOF(e), true);
+        /* the log as the front-end gave it: same file, same size and offset */
+        ASSERT_EQ(l.msgs[4].payload.log.mmap_size, LOG_SIZE);
+        ASSERT_EQ(l.msgs[4].payload.log.mmap_offset, 0);
+        ASSERT(fstat(logfd, &st_log) == 0 && fstat(l.msgs[4].fds[0], &st_sent) == 0);
+        ASSERT_EQ(st_log.st_ino, st_sent.st_ino);
+        /* the rings log their used ring at the front-end's log address */
+        ASSERT_EQ(l.msgs[7].payload.addr.flags, VU_BIT(VU_VRING_F_LOG));
+        ASSERT_EQ(l.msgs[7].payload.addr.log_guest_addr, used_addr(0) - MEM_UADDR);
+        vu_msg_list_clear(&l);
+
+        /* the end of the migration: the source stops its rings (answered from the used ring
+         * while no back-end is there), logging stays on until the device starts again */
+        set_used_idx(&f, 0, 23);
+        vu_msg_init_state(&req, VU_GET_VRING_BASE, 0, 0);
+        ASSERT_EQ(apply(&f, &req), 0);
+        vu_msg_init_state(&req, VU_GET_VRING_BASE, 0, 0);
+        ASSERT_EQ(shadow_answer(&f.s, &req, &reply), 1);
+        ASSERT_EQ(reply.payload.state.num, 23);
+
+        /* logging stops (a cancelled migration, or the source resumed): the log is let go
+         * and a back-end connecting after that gets no log and no LOG_ALL */
+        send_u64(&f, VU_SET_FEATURES, NET_FEATURES);
+        for (unsigned i = 0; i < 2; i++)
+                send_addr_flags(&f, i, 0);
+        ASSERT(!shadow_logging(&f.s));
+        ASSERT_EQ(f.s.log.fd, -1);
+        ASSERT_EQ(shadow_build_replay(&f.s, MIG_PF, &l, &reason), 0);
+        for (size_t i = 0; i < l.n; i++) {
+                ASSERT(l.msgs[i].hdr.request != VU_SET_LOG_BASE);
+                if (l.msgs[i].hdr.request == VU_SET_FEATURES)
+                        ASSERT_EQ(l.msgs[i].payload.u64 & VU_BIT(VU_F_LOG_ALL), 0);
+                if (l.msgs[i].hdr.request == VU_SET_VRING_ADDR)
+                        ASSERT_EQ(l.msgs[i].payload.addr.flags, 0);
+        }
+        vu_msg_list_clear(&l);
+        fixture_done(&f);
+        close(logfd);
+}
+
+/* SET_LOG_FD (optional, an eventfd) goes right after the log base; a later log base
+ * replaces the first; a reset drops both. */
+static void test_dirty_log_fd_and_reset(void) {
+        Fixture f;
+        VuMsgList l;
+        VuMsg m;
+        const char *reason = NULL;
+        int logfd = log_memfd(LOG_SIZE);
+        int before = fd_count();
+
+        qemu_migration_setup(&f);
+        start_logging(&f, logfd);
+        vu_msg_init(&m, VU_SET_LOG_FD, 0);
+        m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);
+        apply_ok(&f, &m);
+        /* a second log base (QEMU resizes the log when guest memory grows) replaces the first */
+        int bigger = log_memfd(2 * LOG_SIZE);
+        log_base_msg(&m, bigger, 2 * LOG_SIZE, 0);
+        apply_ok(&f, &m);
+        ASSERT_EQ(shadow_build_replay(&f.s, MIG_PF, &l, &reason), 0);
+        size_t at = 0;
+        while (at < l.n && l.msgs[at].hdr.request != VU_SET_LOG_BASE)
+                at++;
+        ASSERT(at + 1 < l.n);
+        ASSERT_EQ(l.msgs[at].payload.log.mmap_size, 2 * LOG_SIZE);
+        ASSERT_EQ(l.msgs[at + 1].hdr.request, VU_SET_LOG_FD);
+        ASSERT_EQ(l.msgs[at + 1].n_fds, 1);
+        ASSERT(fd_is_eventfd(l.msgs[at + 1].fds[0]));
+        ASSERT_EQ(l.msgs[at + 1].hdr.size, 0);
+        vu_msg_list_clear(&l);
+
+        send_plain(&f, VU_RESET_OWNER);
+        ASSERT_EQ(f.s.log.fd, -1);
+        ASSERT_EQ(f.s.log.notify_fd, -1);
+        fixture_done(&f);
+        close(bigger);
+        ASSERT_EQ(fd_count(), before);
+        close(logfd);
+}
+
+static void test_dirty_log_refusals(void) {
+        Fixture f;
+        VuMsg m;
+        int logfd = log_memfd(LOG_SIZE);
+
+        /* no LOG_SHMFD negotiated: a log fd where none is expected */
+        fixture_init(&f, NET_FEATURES | VU_BIT(VU_F_LOG_ALL), MIG_PF);
+        send_u64(&f, VU_SET_PROTOCOL_FEATURES, VU_BIT(VU_PF_MQ));
+        log_base_msg(&m, logfd, LOG_SIZE, 0);
+        expect_refused(&f, &m, "not negotiated");
+        vu_msg_init(&m, VU_SET_LOG_FD, 0);
+        m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);
+        expect_refused(&f, &m, "not negotiated");
+        fixture_done(&f);
+
+        qemu_migration_setup(&f);
+        /* a log that is not a file */
+        int efd = eventfd(0, EFD_CLOEXEC);
+        log_base_msg(&m, efd, LOG_SIZE, 0);
+        expect_refused(&f, &m, "not a mappable file");
+        close(efd);
+        /* a file shorter than offset + size (a back-end would die of SIGBUS) */
+        log_base_msg(&m, logfd, LOG_SIZE + 1, 0);
+        expect_refused(&f, &m, "at least offset + size");
+        log_base_msg(&m, logfd, LOG_SIZE, 4096);
+        expect_refused(&f, &m, "at least offset + size");
+        log_base_msg(&m, logfd, 0, 0);
+        expect_refused(&f, &m, "size 0");
+        log_base_msg(&m, logfd, UINT64_MAX, 4096);
+        expect_refused(&f, &m, "overflows");
+        /* a sealed read-only file cannot be mapped for writing */
+        int ro = log_memfd(LOG_SIZE);
+        ASSERT(fcntl(ro, F_ADD_SEALS, F_SEAL_WRITE) == 0);
+        log_base_msg(&m, ro, LOG_SIZE, 0);
+        expect_refused(&f, &m, "mapped shared and writable");
+        close(ro);
+        /* SET_LOG_FD wants an eventfd */
+        vu_msg_init(&m, VU_SET_LOG_FD, 0);
+        ASSERT_EQ(vu_msg_add_fd_dup(&m, logfd), 0);
+        expect_refused(&f, &m, "not an eventfd");
+        /* nothing refused was kept */
+        ASSERT_EQ(f.s.log.fd, -1);
+        ASSERT_EQ(f.s.log.notify_fd, -1);
+        /* LOG_ALL needs the back-end's offer, as any feature */
+        fixture_done(&f);
+        fixture_init(&f, NET_FEATURES, MIG_PF);
+        vu_msg_init_u64(&m, VU_SET_FEATURES, NET_FEATURES | VU_BIT(VU_F_LOG_ALL));
+        expect_refused(&f, &m, "not offered");
+        fixture_done(&f);
+        close(logfd);
+}
+
+/* After a back-end is lost mid-migration every page of the log is marked, and nothing
+ * outside the log region (before its offset) is touched. */
+static void test_dirty_log_mark_all(void) {
+        Fixture f;
+        VuMsg m;
+        int logfd = log_memfd(3 * LOG_SIZE);
+        uint8_t *p = mmap(NULL, 3 * LOG_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, logfd, 0);
+        ASSERT(p != MAP_FAILED);
+
+        qemu_migration_setup(&f);
+        ASSERT_EQ(dirty_log_mark_all(&f.s.log), 0);    /* no log: nothing to do */
+        /* an odd offset and size, so that the byte-wise head and tail are used too */
+        log_base_msg(&m, logfd, LOG_SIZE + 5, LOG_SIZE + 3);
+        apply_ok(&f, &m);
+        p[LOG_SIZE + 10] = 0x01;                        /* a page the back-end had marked */
+        ASSERT_EQ(dirty_log_mark_all(&f.s.log), 0);
+        for (unsigned i = 0; i < 3 * LOG_SIZE; i++)
+                ASSERT_EQ(p[i], i >= LOG_SIZE + 3 && i < 2 * LOG_SIZE + 8 ? 0xff : 0);
+        munmap(p, 3 * LOG_SIZE);
+        fixture_done(&f);
+        close(logfd);
+}
+
+static void test_dirty_log_json(void) {
+        Fixture f;
+        Shadow r;
+        json_object *j;
+        int fds[SHADOW_MAX_SAVED_FDS];
+        size_t n_fds;
+        const char *reason = NULL;
+        VuMsg m;
+        int logfd = log_memfd(LOG_SIZE);
+
+        qemu_migration_setup(&f);
+        start_logging(&f, logfd);
+        vu_msg_init(&m, VU_SET_LOG_FD, 0);
+        m.fds[m.n_fds++] = eventfd(0, EFD_CLOEXEC);
+        apply_ok(&f, &m);
+        ASSERT_EQ(shadow_to_json(&f.s, &j, fds, &n_fds), 0);
+        json_object *parsed = json_tokener_parse(json_object_to_json_string(j));
+        shadow_init(&r);
+        ASSERT_EQ(shadow_from_json(&r, parsed, fds, n_fds, &reason), 0);
+        ASSERT(r.log.fd >= 0 && r.log.notify_fd >= 0);
+        ASSERT_EQ(r.log.region.mmap_size, LOG_SIZE);
+        ASSERT(shadow_logging(&r));
+        json_object_put(parsed);
+        json_object_put(j);
+        shadow_done(&r);
+        fixture_done(&f);
+        close(logfd);
+}
+
 RUN_TESTS(
         TEST_CASE(test_iommu_json_round_trip),
         TEST_CASE(test_iommu_features),
@@ -1157,4 +1446,8 @@ RUN_TESTS(
         TEST_CASE(test_inflight),
         TEST_CASE(test_mem_slots),
         TEST_CASE(test_reset_device),
-)
+        TEST_CASE(test_dirty_log_replay),
+        TEST_CASE(test_dirty_log_fd_and_reset),
+        TEST_CASE(test_dirty_log_refusals),
+        TEST_CASE(test_dirty_log_mark_all),
+        TEST_CASE(test_dirty_log_json));
