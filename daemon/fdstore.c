@@ -810,16 +810,7 @@ static void requeue_requests(Port *p, json_object *a, size_t answered) {
                         free(it);
                         continue;
                 }
-                it->seq = ++p->fe_seq;
-                it->needs_reply = true;
-                it->local = it->msg.hdr.request == VU_SET_OWNER || it->msg.hdr.request == VU_GET_FEATURES ||
-                            it->msg.hdr.request == VU_GET_PROTOCOL_FEATURES;
-                if (p->fe_tail)
-                        p->fe_tail->next = it;
-                else
-                        p->fe_head = it;
-                p->fe_tail = it;
-                p->fe_queued++;
+                frontend_enqueue(p, it, true);
         }
 }
 

@@ -48,6 +48,20 @@ void frontend_relay_reply(Port *p, FrontendItem *it, const VuMsg *reply) {
         frontend_item_free(it);
 }
 
+void frontend_enqueue(Port *p, FrontendItem *it, bool needs_reply) {
+        uint32_t request = it->msg.hdr.request;
+
+        it->seq = ++p->fe_seq;
+        it->needs_reply = needs_reply;
+        it->local = request == VU_SET_OWNER || request == VU_GET_FEATURES || request == VU_GET_PROTOCOL_FEATURES;
+        if (p->fe_tail)
+                p->fe_tail->next = it;
+        else
+                p->fe_head = it;
+        p->fe_tail = it;
+        p->fe_queued++;
+}
+
 void frontend_requeue(Port *p, FrontendItem *first, FrontendItem *last) {
         for (FrontendItem *i = first; i; i = i == last ? NULL : i->next)
                 p->fe_queued++;
@@ -180,16 +194,7 @@ int port_frontend_message(Port *p, VuMsg *m) {
                 return -ENOMEM;
         it->msg = *m;
         m->n_fds = 0;           /* the item owns them now */
-        it->seq = ++p->fe_seq;
-        it->needs_reply = needs_reply;
-        it->local = m->hdr.request == VU_SET_OWNER || m->hdr.request == VU_GET_FEATURES ||
-                    m->hdr.request == VU_GET_PROTOCOL_FEATURES;
-        if (p->fe_tail)
-                p->fe_tail->next = it;
-        else
-                p->fe_head = it;
-        p->fe_tail = it;
-        p->fe_queued++;
+        frontend_enqueue(p, it, needs_reply);
 
         frontend_pump(p);
         port_update_link(p);

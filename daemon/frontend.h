@@ -13,3 +13,5 @@ void frontend_relay_reply(Port *p, FrontendItem *it, const VuMsg *reply);
 /* Puts requests (a list linked by ->next) back at the head of the queue. */
 void frontend_requeue(Port *p, FrontendItem *first, FrontendItem *last);
 void frontend_item_free(FrontendItem *it);
+/* Appends a request taken into the shadow to the queue, in arrival order. */
+void frontend_enqueue(Port *p, FrontendItem *it, bool needs_reply);
