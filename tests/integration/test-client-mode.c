@@ -31,15 +31,21 @@ static void setup_device(FrontendPeer *fe, BackendPeer *be) {
         ASSERT_EQ(frontend_peer_setup_while_serving(fe, be, 2), 0);
 }
 
+/* One port, its front-end and back-end sides in the given modes; its two socket paths. */
+static void start_port0(Daemon *d, const char *frontend_mode, const char *backend_mode, unsigned reconnect_ms,
+                        char fe_path[static 128], char be_path[static 128]) {
+        daemon_start_modes(d, 1, NULL, frontend_mode, backend_mode, reconnect_ms);
+        daemon_path(d, 0, false, fe_path, 128);
+        daemon_path(d, 0, true, be_path, 128);
+}
+
 static void test_backend_that_only_listens(void) {
         Daemon d;
         char fe_path[128], be_path[128];
         FrontendPeer fe;
         BackendPeer be;
 
-        daemon_start_modes(&d, 1, NULL, "server", "client", 20);
-        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
-        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        start_port0(&d, "server", "client", 20, fe_path, be_path);
 
         /* not there yet: the daemon says so once and keeps trying */
         ASSERT(daemon_log_wait(&d, "cannot reach the back-end", 2000));
@@ -93,9 +99,7 @@ static void test_dying_listener(void) {
         FrontendPeer fe;
         BackendPeer be;
 
-        daemon_start_modes(&d, 1, NULL, "server", "client", 20);
-        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
-        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        start_port0(&d, "server", "client", 20, fe_path, be_path);
         int l = peer_listen(be_path);
         ASSERT(l >= 0);
         int fd = peer_accept(l, 6000);
@@ -132,9 +136,7 @@ static void test_frontend_that_only_listens(void) {
         FrontendPeer fe;
         BackendPeer be;
 
-        daemon_start_modes(&d, 1, NULL, "client", "server", 20);
-        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
-        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        start_port0(&d, "client", "server", 20, fe_path, be_path);
         ASSERT_EQ(backend_peer_open(&be, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
         ASSERT_EQ(backend_peer_serve_until(&be, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
 
@@ -207,9 +209,7 @@ static void test_connects_when_socket_appears(void) {
         BackendPeer be;
         int fd;
 
-        daemon_start_modes(&d, 1, NULL, "server", "client", SLOW_TIMER_MS);
-        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
-        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        start_port0(&d, "server", "client", SLOW_TIMER_MS, fe_path, be_path);
         ASSERT(daemon_log_wait(&d, "cannot reach the back-end", 2000));
         usleep(1500000);
         int l = peer_listen(be_path);
@@ -251,9 +251,7 @@ static void test_bound_before_listening(void) {
         BackendPeer be;
         int fd;
 
-        daemon_start_modes(&d, 1, NULL, "server", "client", SLOW_TIMER_MS);
-        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
-        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        start_port0(&d, "server", "client", SLOW_TIMER_MS, fe_path, be_path);
         ASSERT(daemon_log_wait(&d, "cannot reach the back-end", 2000));
         usleep(200000);
         int l = peer_bind(be_path);
@@ -277,9 +275,7 @@ static void test_refusing_socket_falls_back_to_timer(void) {
         BackendPeer be;
         int fd;
 
-        daemon_start_modes(&d, 1, NULL, "server", "client", 50);
-        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
-        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        start_port0(&d, "server", "client", 50, fe_path, be_path);
         ASSERT(daemon_log_wait(&d, "cannot reach the back-end", 2000));
         int l = peer_bind(be_path);
         usleep(500000);
@@ -408,9 +404,7 @@ static void test_frontend_appears(void) {
         FrontendPeer fe;
         BackendPeer be;
 
-        daemon_start_modes(&d, 1, NULL, "client", "server", SLOW_TIMER_MS);
-        daemon_path(&d, 0, false, fe_path, sizeof(fe_path));
-        daemon_path(&d, 0, true, be_path, sizeof(be_path));
+        start_port0(&d, "client", "server", SLOW_TIMER_MS, fe_path, be_path);
         ASSERT(daemon_log_wait(&d, "cannot reach the front-end", 2000));
         ASSERT_EQ(backend_peer_open(&be, be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
         ASSERT_EQ(backend_peer_serve_until(&be, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
