@@ -22,6 +22,35 @@ static void doubt(Connection *c) {
         fdstore_doubt(c->port, c->side == PORT_FRONTEND ? STATE_STREAM_FRONTEND : STATE_STREAM_BACKEND);
 }
 
+/* A front-end request is journaled before it leaves the socket (peeked, journaled, taken
+ * off), so that a crash at any point finds it either on the socket or in the journal. A
+ * message that a peek cannot take whole is read as the back-end's are, with the stream in
+ * doubt until it is journaled. */
+static int read_frontend(Connection *c, VuMsg *ret, const char **ret_reason) {
+        size_t len;
+        int r;
+
+        if (c->reader.have == 0 && fdstore_peek_reads(c->port)) {
+                r = vu_reader_peek(c->fd, ret, &len, ret_reason);
+                if (r != -EAGAIN) {
+                        if (r <= 0)
+                                return r;
+                        fdstore_read_peeked(c->port, ret);
+                        r = vu_reader_consume(c->fd, len);
+                        if (r < 0) {
+                                vu_msg_close_fds(ret);
+                                return r;
+                        }
+                        fdstore_read_taken(c->port);
+                        return 1;
+                }
+        }
+        fdstore_read_begin(c->port);
+        r = vu_reader_read(&c->reader, c->fd, ret, ret_reason);
+        fdstore_read_end(c->port, r == 1 ? ret : NULL);
+        return r;
+}
+
 static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Connection *c = userdata;
         int r;
@@ -51,11 +80,7 @@ static int connection_io(sd_event_source *s, int fd, uint32_t revents, void *use
                 const char *reason = NULL;
                 VuMsg m;
 
-                if (c->side == PORT_FRONTEND)
-                        fdstore_read_begin(c->port);
-                r = vu_reader_read(&c->reader, fd, &m, &reason);
-                if (c->side == PORT_FRONTEND)
-                        fdstore_read_end(c->port, r == 1 ? &m : NULL);
+                r = c->side == PORT_FRONTEND ? read_frontend(c, &m, &reason) : vu_reader_read(&c->reader, fd, &m, &reason);
                 if (r == 0)
                         return 0;
                 if (r == -ECONNRESET)

@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -57,6 +60,7 @@ struct PortMirror {
         bool dirty;
         bool failed_logged;
         uint64_t doubt_since;   /* when the front-end's stream was last put in doubt */
+        StoreEntry *pending_fe; /* a front-end connection accepted since the last state */
         PortMirror *next_dirty;
 };
 
@@ -74,6 +78,7 @@ struct FdStore {
         int *wanted;            /* scratch: WANTED_MAX fds */
         bool full_logged;
         int notify_fd;          /* one socket to NOTIFY_SOCKET for all the store's messages */
+        char *crash_file;       /* tests only: see crash_point() */
         struct sockaddr_un notify_addr;
         socklen_t notify_len;
         FdStoreStats stats;
@@ -116,6 +121,29 @@ static void notify_open(FdStore *s) {
                 s->notify_addr.sun_path[0] = 0;         /* abstract */
         s->notify_len = offsetof(struct sockaddr_un, sun_path) + n + (e[0] == '/');
         s->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
+
+/* Tests only (VHOST_RECOND_TEST_HOOKS=1 and VHOST_RECOND_TEST_CRASH_FILE=PATH): the process
+ * kills itself at the point named in the file, once (the file is removed first), so that
+ * each of the instants named in fdstore.h can be hit on purpose. */
+static void crash_point(FdStore *s, const char *point) {
+        char buf[64];
+
+        if (!s->crash_file)
+                return;
+        int fd = open(s->crash_file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        safe_close(fd);
+        if (n <= 0)
+                return;
+        buf[n] = 0;
+        buf[strcspn(buf, "\n")] = 0;
+        if (strcmp(buf, point) != 0)
+                return;
+        (void) unlink(s->crash_file);
+        raise(SIGKILL);
 }
 
 static bool same_file(FdStore *s, int a, int b) {
@@ -273,6 +301,8 @@ int fdstore_new(Manager *m, FdStore **ret) {
                         s->enabled = false;
                 }
         }
+        if (getenv("VHOST_RECOND_TEST_HOOKS") && getenv("VHOST_RECOND_TEST_CRASH_FILE"))
+                s->crash_file = strdup(getenv("VHOST_RECOND_TEST_CRASH_FILE"));
         s->wanted = calloc(WANTED_MAX, sizeof(int));
         if (!s->wanted)
                 return free(s), -ENOMEM;
@@ -308,6 +338,7 @@ FdStore *fdstore_free(FdStore *s) {
                 entry_drop(s, s->entries[0], false);
         free(s->entries);
         free(s->wanted);
+        free(s->crash_file);
         safe_close(s->notify_fd);
         free(s);
         return NULL;
@@ -376,8 +407,11 @@ void fdstore_doubt(Port *p, StateStream st) {
 
 void fdstore_reply_begin(Port *p) {
         PortMirror *pm = p->mirror;
-        if (pm && pm->map)
-                ((volatile StateFileHeader *) pm->map)->doubt[STATE_STREAM_FRONTEND_REPLY] = 1;
+        if (pm && pm->map) {
+                volatile StateFileHeader *h = (volatile StateFileHeader *) pm->map;
+                h->reply_partial = 0;
+                h->doubt[STATE_STREAM_FRONTEND_REPLY] = 1;
+        }
         fdstore_port_changed(p);
 }
 
@@ -386,9 +420,14 @@ void fdstore_reply_sent(Port *p) {
         const Connection *c = p->frontend;
 
         p->fe_replies++;
-        if (!pm || !pm->map || !c || vu_writer_pending(&c->writer))
-                return;         /* queued: in doubt until the commit that finds it sent */
+        if (!pm || !pm->map || !c)
+                return;
+        crash_point(p->manager->fdstore, "reply-sent");
         volatile StateFileHeader *h = (volatile StateFileHeader *) pm->map;
+        if (vu_writer_pending(&c->writer)) {
+                h->reply_partial = 1;   /* queued: in doubt until the commit that finds it sent */
+                return;
+        }
         h->frontend_replies = p->fe_replies;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         h->doubt[STATE_STREAM_FRONTEND_REPLY] = 0;
@@ -400,36 +439,27 @@ void fdstore_read_begin(Port *p) {
                 ((volatile StateFileHeader *) pm->map)->doubt[STATE_STREAM_FRONTEND_READ] = 1;
 }
 
-/* The request m (NULL: none, or not whole yet) was read: into the journal, so that the
- * stream is known again. On any failure the stream stays in doubt until the next state. */
-void fdstore_read_end(Port *p, const VuMsg *m) {
-        FdStore *s = p->manager->fdstore;
-        PortMirror *pm = p->mirror;
-        const Connection *c = p->frontend;
+/* Writes request m, about to be handled with sequence number p->fe_seq + 1, to the journal
+ * (its fds stored first). false: it could not be, and the journal is broken until the next
+ * state (the request is then covered by nothing but the state that follows). */
+static bool journal_request(FdStore *s, PortMirror *pm, const VuMsg *m) {
+        Port *p = pm->port;
         const char *names[VU_MAX_FDS];
 
-        if (!pm || !pm->map || !c || !fdstore_enabled(s))
-                return;
-        volatile StateFileHeader *h = (volatile StateFileHeader *) pm->map;
-        if (!m) {
-                if (c->reader.have == 0)        /* nothing taken off the socket */
-                        h->doubt[STATE_STREAM_FRONTEND_READ] = 0;
-                return;
-        }
         fdstore_port_changed(p);
         /* one request missing from the journal, and the later ones cannot be replayed either */
         pm->journal_broken = pm->journal_broken || pm->journal_n >= STATE_JOURNAL_ENTRIES ||
                              m->n_fds > STATE_JOURNAL_MAX_FDS ||
                              pm->n_journal_refs + m->n_fds > ELEMENTSOF(pm->journal_refs);
         if (pm->journal_broken)
-                return;
+                return false;
         for (unsigned i = 0; i < m->n_fds; i++) {
                 bool found;
                 size_t at = entry_search(s, m->fds[i], &found);
                 StoreEntry *e = found ? s->entries[at] : entry_store(s, m->fds[i], "f");
                 if (!e) {
                         pm->journal_broken = true;
-                        return;
+                        return false;
                 }
                 e->refs++;
                 pm->journal_refs[pm->n_journal_refs++] = e;
@@ -441,14 +471,103 @@ void fdstore_read_end(Port *p, const VuMsg *m) {
         if (state_journal_write(pm->journal, pm->journal_n, pm->generation, p->fe_seq + 1, raw,
                                 sizeof(VuHeader) + MIN(m->hdr.size, VU_MAX_PAYLOAD), names, m->n_fds) < 0) {
                 pm->journal_broken = true;
-                return;
+                return false;
         }
         pm->journal_n++;
         s->stats.journaled++;
+        return true;
+}
+
+/* The request m (NULL: none, or not whole yet) was read: into the journal, so that the
+ * stream is known again. On any failure the stream stays in doubt until the next state. */
+void fdstore_read_end(Port *p, const VuMsg *m) {
+        FdStore *s = p->manager->fdstore;
+        PortMirror *pm = p->mirror;
+        const Connection *c = p->frontend;
+
+        if (!pm || !pm->map || !c || !fdstore_enabled(s))
+                return;
+        volatile StateFileHeader *h = (volatile StateFileHeader *) pm->map;
+        if (!m) {
+                if (c->reader.have == 0)        /* nothing taken off the socket */
+                        h->doubt[STATE_STREAM_FRONTEND_READ] = 0;
+                return;
+        }
+        if (!journal_request(s, pm, m))
+                return;
+        h->frontend_read_seq = p->fe_seq + 1;
         if (c->reader.have == 0) {
                 __atomic_signal_fence(__ATOMIC_SEQ_CST);
                 h->doubt[STATE_STREAM_FRONTEND_READ] = 0;
         }
+}
+
+static int commit(FdStore *s, PortMirror *pm);
+
+static void unlink_dirty(FdStore *s, PortMirror *pm) {
+        if (!pm->dirty)
+                return;
+        for (PortMirror **pp = &s->dirty_head; *pp; pp = &(*pp)->next_dirty)
+                if (*pp == pm) {
+                        *pp = pm->next_dirty;
+                        break;
+                }
+        pm->next_dirty = NULL;
+        pm->dirty = false;
+}
+
+void fdstore_frontend_accepted(Port *p, int fd) {
+        FdStore *s = p->manager->fdstore;
+        PortMirror *pm = p->mirror;
+
+        if (!fdstore_enabled(s) || !pm || !pm->map)
+                return;
+        /* What this dispatch did before (the last front-end gone, say) goes into a state
+         * first: the header's pending front-end always follows a state without it. */
+        if (pm->pending_fe) {
+                entry_unref(s, pm->pending_fe);
+                pm->pending_fe = NULL;
+        }
+        /* The header names it first (by the id entry_store() gives it): a crash right after
+         * the fd reaches the store still finds it. */
+        volatile StateFileHeader *h = (volatile StateFileHeader *) pm->map;
+        h->pending_frontend_tag = s->tag;
+        h->pending_frontend_id = s->next_id + 1;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        StoreEntry *e = entry_store(s, fd, "f");
+        if (!e) {
+                h->pending_frontend_id = 0;
+                return;
+        }
+        crash_point(s, "frontend-stored");
+        /* What this dispatch did before (the last front-end gone, say) goes into a state now,
+         * before the new connection is read: a crash before that state is written takes the
+         * new one back with nothing of the old (see restore_port: "fresh"). */
+        if (pm->dirty) {
+                unlink_dirty(s, pm);
+                (void) commit(s, pm);
+        }
+        e->refs = 1;
+        pm->pending_fe = e;
+        fdstore_port_changed(p);
+}
+
+bool fdstore_peek_reads(const Port *p) {
+        return p->mirror && p->mirror->map && fdstore_enabled(p->manager->fdstore);
+}
+
+void fdstore_read_peeked(Port *p, const VuMsg *m) {
+        PortMirror *pm = p->mirror;
+
+        /* Not journaled: once taken off, only the next state will say where the stream is. */
+        if (!journal_request(p->manager->fdstore, pm, m))
+                ((volatile StateFileHeader *) pm->map)->doubt[STATE_STREAM_FRONTEND_READ] = 1;
+        crash_point(p->manager->fdstore, "read-journaled");
+}
+
+void fdstore_read_taken(Port *p) {
+        PortMirror *pm = p->mirror;
+        ((volatile StateFileHeader *) pm->map)->frontend_read_seq = p->fe_seq + 1;
 }
 
 static bool frontend_idle(const Port *p) {
@@ -534,6 +653,7 @@ static int state_file_open(FdStore *s, PortMirror *pm) {
                 return -errno;
         }
         (void) state_file_init(map, state_size);
+        ((StateFileHeader *) map)->reserved |= STATE_HEADER_READ_SEQ;
         StoreEntry *e = entry_store(s, fd, "s");
         safe_close(fd);
         if (!e) {
@@ -619,9 +739,10 @@ static int commit(FdStore *s, PortMirror *pm) {
         if (fe_idx >= 0) {
                 json_object_object_add(state, "frontend", name_or_null(now[fe_idx]));
                 json_object_object_add(state, "requests", requests_json(p));
-                json_object_object_add(state, "fe_seq", json_object_new_uint64(p->fe_seq));
-                json_object_object_add(state, "replies", json_object_new_uint64(p->fe_replies));
         }
+        /* also without a front-end: a connection accepted after this state counts on from here */
+        json_object_object_add(state, "fe_seq", json_object_new_uint64(p->fe_seq));
+        json_object_object_add(state, "replies", json_object_new_uint64(p->fe_replies));
         if (keep_backend) {
                 json_object_object_add(state, "backend", name_or_null(now[be_idx]));
                 json_object_object_add(state, "backend_protocol_features", json_object_new_uint64(p->backend_protocol_features));
@@ -638,6 +759,8 @@ static int commit(FdStore *s, PortMirror *pm) {
 
         size_t len;
         const char *text = json_object_to_json_string_length(state, JSON_C_TO_STRING_PLAIN, &len);
+        /* every request up to fe_seq is off the socket (peeks are taken in their dispatch) */
+        ((volatile StateFileHeader *) pm->map)->frontend_read_seq = p->fe_seq;
         r = state_file_write(pm->map, pm->state_size, text, len, pm->generation + 1);
         json_object_put(state);
         if (r < 0) {
@@ -664,6 +787,12 @@ static int commit(FdStore *s, PortMirror *pm) {
          * doubt. One in the middle of one stays so. */
         StateFileHeader *h = (StateFileHeader *) pm->map;
         h->frontend_replies = p->fe_replies;
+        if (pm->pending_fe) {
+                /* this state names it if the port kept it */
+                h->pending_frontend_id = 0;
+                entry_unref(s, pm->pending_fe);
+                pm->pending_fe = NULL;
+        }
         if (frontend_idle(p)) {
                 if (h->doubt[STATE_STREAM_FRONTEND] && pm->doubt_since) {
                         s->stats.doubt_windows++;
@@ -672,6 +801,7 @@ static int commit(FdStore *s, PortMirror *pm) {
                 }
                 h->doubt[STATE_STREAM_FRONTEND] = 0;
                 h->doubt[STATE_STREAM_FRONTEND_REPLY] = 0;
+                h->reply_partial = 0;
                 h->doubt[STATE_STREAM_FRONTEND_READ] = 0;
         }
         if (!p->backend || backend_keepable(p))
@@ -710,12 +840,7 @@ void fdstore_commit_all(Manager *m) {
 }
 
 static void mirror_release(FdStore *s, PortMirror *pm, bool removed) {
-        if (pm->dirty)
-                for (PortMirror **pp = &s->dirty_head; *pp; pp = &(*pp)->next_dirty)
-                        if (*pp == pm) {
-                                *pp = pm->next_dirty;
-                                break;
-                        }
+        unlink_dirty(s, pm);
         for (size_t i = 0; i < pm->n_refs; i++)
                 if (pm->refs[i]) {
                         if (removed)
@@ -728,6 +853,12 @@ static void mirror_release(FdStore *s, PortMirror *pm, bool removed) {
                         entry_unref(s, pm->journal_refs[i]);
                 else
                         pm->journal_refs[i]->refs--;
+        }
+        if (pm->pending_fe) {
+                if (removed)
+                        entry_unref(s, pm->pending_fe);
+                else
+                        pm->pending_fe->refs--;
         }
         if (pm->state) {
                 if (removed)
@@ -814,10 +945,32 @@ static void requeue_requests(Port *p, json_object *a, size_t answered) {
         }
 }
 
+/* Journal entry e was written but perhaps not taken off the socket: it was not if the same
+ * bytes with the same fds are at the socket's head. (The front-end sending the same request
+ * twice with the same fds, a no-reply request applied alike once or twice, is the one case
+ * this cannot tell apart: it takes the socket's copy, and the device ends the same.) */
+static bool still_on_socket(FdStore *s, int fd, const StateJournalEntry *e) {
+        VuMsg m;
+        size_t len;
+        bool same;
+
+        if (vu_reader_peek(fd, &m, &len, NULL) <= 0)
+                return false;
+        same = len == e->length && m.n_fds == e->n_names && memcmp(&m.hdr, e->data, sizeof(VuHeader)) == 0 &&
+               memcmp(m.payload.raw, e->data + sizeof(VuHeader), m.hdr.size) == 0;
+        for (unsigned k = 0; same && k < m.n_fds; k++) {
+                StoreEntry *se = entry_by_name(s, e->names[k]);
+                same = se && same_file(s, m.fds[k], se->fd);
+        }
+        vu_msg_close_fds(&m);
+        return same;
+}
+
 /* The requests the old process read after its last state, in order, handled as if they had
  * just arrived: applied, forwarded to a kept back-end, answered (replies it had sent already
  * are not sent again: replies_to_skip). */
 static int replay_journal(FdStore *s, Port *p, FoundState *f) {
+        const StateFileHeader *h = (const StateFileHeader *) f->map;
         unsigned n = 0;
 
         for (unsigned i = 0; i < STATE_JOURNAL_ENTRIES && p->frontend; i++) {
@@ -827,6 +980,12 @@ static int replay_journal(FdStore *s, Port *p, FoundState *f) {
 
                 if (state_journal_read(f->map + f->state_size, i, f->generation, p->fe_seq + 1, &e) < 0)
                         break;
+                if ((h->reserved & STATE_HEADER_READ_SEQ) && e->seq > h->frontend_read_seq &&
+                    still_on_socket(s, p->frontend->fd, e)) {
+                        log_info("%s: the request the old process was reading is still on the socket; read "
+                                 "from there", p->config.name);
+                        break;
+                }
                 if (e->length < sizeof(VuHeader))
                         return -EBADMSG;
                 memset(&m, 0, sizeof(m));
@@ -854,6 +1013,28 @@ static int replay_journal(FdStore *s, Port *p, FoundState *f) {
         return 0;
 }
 
+/* The front-end connection the header names as accepted after its state, if it is stored. */
+static StoreEntry *pending_frontend(FdStore *s, const StateFileHeader *h) {
+        char name[40];
+
+        if (h->pending_frontend_id == 0)
+                return NULL;
+        snprintf(name, sizeof(name), "vr.f.%08x.%llx", h->pending_frontend_tag,
+                 (unsigned long long) (h->pending_frontend_id - 1));
+        return entry_by_name(s, name);
+}
+
+/* The reply the old process was sending when it died reached the front-end if it is still
+ * queued for it, or if the front-end has sent something since: a front-end waits for each
+ * answer before its next request (QEMU and DPDK's virtio-user do). Otherwise it cannot be
+ * told from a reply never sent. */
+static bool reply_went_out(int fd) {
+        int n = 0;
+        if (ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0)
+                return true;
+        return ioctl(fd, SIOCINQ, &n) == 0 && n > 0;
+}
+
 /* Takes port p back from state f. 1: its front-end is back; 0: nothing to take back. */
 static int restore_port(FdStore *s, Port *p, FoundState *f) {
         const StateFileHeader *h = (const StateFileHeader *) f->map;
@@ -863,20 +1044,44 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
         size_t n_fds = 0;
         int fe = -1, be = -1, r;
 
-        StoreEntry *fe_entry = entry_by_name(s, get_str(j, "frontend"));
-        if (!json_object_object_get_ex(j, "frontend", &v))
-                return 0;       /* it had none */
+        StoreEntry *fe_entry, *pending_entry = pending_frontend(s, h);
+        /* pending: a connection accepted after the state; fresh: and the state's device was
+         * another front-end's, which left in the same instant (nothing of it is taken back) */
+        bool pending = false, fresh = false;
+        if (json_object_object_get_ex(j, "frontend", &v)) {
+                fe_entry = entry_by_name(s, get_str(j, "frontend"));
+                if (pending_entry && (!fe_entry || peer_gone(fe_entry->fd))) {
+                        log_info("%s: its front-end left, and the next one was accepted just before the crash", name);
+                        fe_entry = pending_entry;
+                        pending = fresh = true;
+                }
+        } else {
+                /* none, unless one was accepted after this state */
+                fe_entry = pending_entry;
+                if (!fe_entry)
+                        return 0;
+                pending = true;
+        }
         if (!fe_entry) {
                 log_warning("%s: its front-end connection is not in the fd store (its peer left while the daemon "
                             "was down); the port waits for a new one", name);
                 return 0;
         }
-        if (h->doubt[STATE_STREAM_FRONTEND] || h->doubt[STATE_STREAM_FRONTEND_REPLY] ||
-            h->doubt[STATE_STREAM_FRONTEND_READ]) {
+        uint64_t sent_replies = h->frontend_replies;
+        bool reply_doubt = h->doubt[STATE_STREAM_FRONTEND_REPLY];
+        if (fresh)      /* the doubts were about the stream of the front-end that left */
+                reply_doubt = false;
+        else if (reply_doubt && !h->doubt[STATE_STREAM_FRONTEND] && !h->doubt[STATE_STREAM_FRONTEND_READ] &&
+            !h->reply_partial && reply_went_out(fe_entry->fd)) {
+                log_info("%s: the daemon died as it answered the front-end, and the answer reached it", name);
+                reply_doubt = false;
+                sent_replies++;
+        }
+        if (!fresh && (h->doubt[STATE_STREAM_FRONTEND] || reply_doubt || h->doubt[STATE_STREAM_FRONTEND_READ])) {
                 log_warning("%s: the daemon died while %s the front-end's stream: its position is unknown, closing "
                             "that connection", name,
                             h->doubt[STATE_STREAM_FRONTEND_READ] ? "reading" :
-                            h->doubt[STATE_STREAM_FRONTEND_REPLY] ? "answering on" : "writing or relaying on");
+                            reply_doubt ? "answering on" : "writing or relaying on");
                 return 0;
         }
         if (peer_gone(fe_entry->fd)) {
@@ -884,7 +1089,7 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                 return 0;
         }
 
-        if (json_object_object_get_ex(j, "fds", &v) && json_object_is_type(v, json_type_array))
+        if (!fresh && json_object_object_get_ex(j, "fds", &v) && json_object_is_type(v, json_type_array))
                 n_fds = MIN(json_object_array_length(v), (size_t) SHADOW_MAX_SAVED_FDS);
         for (size_t i = 0; i < n_fds; i++) {
                 json_object *x = json_object_array_get_idx(v, i);
@@ -892,7 +1097,7 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                 fds[i] = e ? e->fd : -1;
         }
         /* shadow_from_json takes copies; a missing one (-1) fails it ("... without its fd") */
-        r = shadow_from_json(&p->shadow, json_object_object_get(j, "shadow"), fds, n_fds, &reason);
+        r = fresh ? 0 : shadow_from_json(&p->shadow, json_object_object_get(j, "shadow"), fds, n_fds, &reason);
         if (r < 0) {
                 log_warning("%s: its state in the fd store is unusable (%s); closing its front-end", name,
                             reason ? reason : strerror(-r));
@@ -904,26 +1109,38 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                 shadow_reset(&p->shadow);
                 return log_warning_errno(r, "%s: cannot take its front-end back: %m", name), 0;
         }
-        p->fe_seq = get_u64(j, "fe_seq");
+        if (pending && !port_peer_allowed(p, &p->frontend->peer)) {
+                log_warning("%s: the front-end connection accepted before the crash is refused by allow_uids/allow_gids",
+                            name);
+                p->frontend = connection_free(p->frontend);
+                shadow_reset(&p->shadow);
+                return 0;
+        }
+        if (pending)
+                log_info("%s: the front-end connection accepted just before the crash (pid %d) is taken back", name,
+                         (int) p->frontend->peer.pid);
+        /* fresh: none of its requests has been read yet (the accept commits the port first) */
+        p->fe_seq = fresh ? 0 : get_u64(j, "fe_seq");
         p->replay_seq = p->fe_seq;
-        uint64_t replies = get_u64(j, "replies");
-        json_object *requests = json_object_object_get(j, "requests");
+        uint64_t replies = fresh ? sent_replies : get_u64(j, "replies");
+        json_object *requests = fresh ? NULL : json_object_object_get(j, "requests");
         size_t n_requests = requests && json_object_is_type(requests, json_type_array) ? json_object_array_length(requests) : 0;
-        if (h->frontend_replies < replies) {
+        if (sent_replies < replies) {
                 log_warning("%s: the front-end's reply count (%llu) is behind its state (%llu); closing that "
-                            "connection", name, (unsigned long long) h->frontend_replies, (unsigned long long) replies);
+                            "connection", name, (unsigned long long) sent_replies, (unsigned long long) replies);
                 p->frontend = connection_free(p->frontend);
                 shadow_reset(&p->shadow);
                 return 0;
         }
         /* replies sent after the state was written: to the listed requests first, in order,
          * then to requests in the journal */
-        uint64_t answered = h->frontend_replies - replies;
+        uint64_t answered = sent_replies - replies;
         size_t listed_answered = (size_t) MIN(answered, (uint64_t) n_requests);
-        p->fe_replies = h->frontend_replies - (answered - listed_answered);
+        p->fe_replies = sent_replies - (answered - listed_answered);
         p->replies_to_skip = answered - listed_answered;
 
-        StoreEntry *be_entry = entry_by_name(s, get_str(j, "backend"));
+        /* a back-end set up for the front-end that left is not kept for the next one */
+        StoreEntry *be_entry = fresh ? NULL : entry_by_name(s, get_str(j, "backend"));
         bool be_doubt = h->doubt[STATE_STREAM_BACKEND];
         if (be_entry && !be_doubt && !peer_gone(be_entry->fd) && (be = dup_entry(be_entry)) >= 0 &&
             connection_new(p, PORT_BACKEND, be, &p->backend) >= 0) {
@@ -950,7 +1167,7 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                             "with the daemon: it gets a full replay on a fresh connection", name);
 
         requeue_requests(p, requests, listed_answered);
-        if (replay_journal(s, p, f) < 0 || p->replies_to_skip > 0) {
+        if ((!fresh && replay_journal(s, p, f) < 0) || p->replies_to_skip > 0) {
                 log_warning("%s: the front-end's requests read before the crash cannot all be replayed (%llu replies "
                             "unaccounted for); closing that connection", name, (unsigned long long) p->replies_to_skip);
                 p->replies_to_skip = 0;
@@ -958,6 +1175,8 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
                 return 0;
         }
         port_stats_from_json(&p->stats, json_object_object_get(j, "stats"));
+        if (pending)
+                p->stats.frontend_connects++;   /* counted after that state */
         p->link_up = json_object_object_get_ex(j, "link_up", &v) && json_object_get_boolean(v);
         p->link_generation = get_u64(j, "link_generation");
         p->link_changed_realtime_usec = get_u64(j, "link_changed_realtime_usec");

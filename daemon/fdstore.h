@@ -16,7 +16,9 @@
  *
  * Before the daemon reads or writes a connection it marks that stream "in doubt" in the
  * state file (a store into shared memory, no system call); the commit clears it once the
- * stream is between messages again. At start, fdstore_adopt() takes each port back: a
+ * stream is between messages again. The front-end's requests are not read in doubt: each is
+ * peeked, journaled, then taken off the socket. A reply to the front-end is in doubt for
+ * the one sendmsg that carries it. At start, fdstore_adopt() takes each port back: a
  * connection whose peer is gone or whose stream was in doubt is closed (with a log line), a
  * back-end that was not idle and replayed is closed so that it gets a full replay on a
  * fresh connection, and the front-end's requests that were read but not answered are
@@ -59,6 +61,16 @@ void fdstore_reply_sent(Port *p);
  * journal (its fds stored first), and the stream is no longer in doubt. */
 void fdstore_read_begin(Port *p);
 void fdstore_read_end(Port *p, const VuMsg *m);
+/* The front-end's requests are peeked first where the mirror is on: request m, still on the
+ * socket, is written to the journal (fdstore_read_peeked), then taken off the socket
+ * (fdstore_read_taken). A crash in between leaves it in both: the next process finds the
+ * same message with the same fds at the head of the socket and drops the journal's copy. */
+bool fdstore_peek_reads(const Port *p);
+void fdstore_read_peeked(Port *p, const VuMsg *m);
+void fdstore_read_taken(Port *p);
+/* A front-end connection was just accepted: stored at once, before anything else is done
+ * with it, and named in the state file's header until a state names it. */
+void fdstore_frontend_accepted(Port *p, int fd);
 /* Commits every changed port (the manager calls it after each dispatch). */
 void fdstore_commit_dirty(Manager *m);
 /* Commits every port (clean stop). */

@@ -47,7 +47,7 @@ void port_set_error(Port *p, const char *fmt, ...) {
         p->last_error_usec = now_usec();
 }
 
-static bool peer_allowed(const Port *p, const struct ucred *peer) {
+bool port_peer_allowed(const Port *p, const struct ucred *peer) {
         if (p->config.n_allow_uids == 0 && p->config.n_allow_gids == 0)
                 return true;
         for (size_t i = 0; i < p->config.n_allow_uids; i++)
@@ -89,7 +89,7 @@ static int port_attach(Port *p, PortSide side, int fd) {
         }
         if (side == PORT_FRONTEND)      /* a back-end is stored once replayed */
                 fdstore_port_changed(p);
-        if (!peer_allowed(p, &c->peer)) {
+        if (!port_peer_allowed(p, &c->peer)) {
                 p->stats.refused_peers++;
                 port_set_error(p, "%s peer uid %u gid %u refused by allow_uids/allow_gids",
                                port_side_to_string(side), (unsigned) c->peer.uid, (unsigned) c->peer.gid);
@@ -136,6 +136,8 @@ static int port_accept(sd_event_source *s, int fd, uint32_t revents, void *userd
                                           port_side_to_string(side));
                 return 0;
         }
+        if (side == PORT_FRONTEND)
+                fdstore_frontend_accepted(p, cfd);      /* before anything else: see fdstore.h */
         (void) port_attach(p, side, cfd);
         return 0;
 }

@@ -146,6 +146,8 @@ void port_connection_lost(Port *p, PortSide side, int error, const char *reason)
 /* Recomputes link up (front-end connected with a running ring, back-end replayed) and
  * logs a change. */
 void port_update_link(Port *p);
+/* The peer passes the port's allow_uids/allow_gids. */
+bool port_peer_allowed(const Port *p, const struct ucred *peer);
 /* Stops or resumes reading the front-end, after its queue or either side's output changed. */
 void port_throttle_frontend(Port *p);
 

@@ -119,6 +119,84 @@ int vu_reader_read(VuReader *r, int fd, VuMsg *ret, const char **ret_reason) {
         }
 }
 
+int vu_reader_peek(int fd, VuMsg *ret, size_t *ret_len, const char **ret_reason) {
+        /* One peek of up to a whole message of the largest size. A peek stops after the first
+         * skb carrying fds, and each sendmsg makes skbs of its own: so fds that come with
+         * more bytes than the message holds belong to a later message (which has them, and
+         * this one has none); with exactly the message's bytes they are its own. */
+        uint8_t buf[VU_HDR_SIZE + VU_MAX_PAYLOAD];
+        union {
+                struct cmsghdr align;
+                uint8_t buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS * 2)];
+        } control;
+        struct iovec iov = { buf, sizeof(buf) };
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = &control,
+                .msg_controllen = sizeof(control),
+        };
+        VuMsg m = { .n_fds = 0 };
+        int r;
+
+        ssize_t n = recvmsg(fd, &mh, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+        r = take_fds(&m, &mh);
+        if (n == 0) {
+                vu_msg_close_fds(&m);
+                return -ECONNRESET;
+        }
+        if ((size_t) n < VU_HDR_SIZE) {
+                vu_msg_close_fds(&m);
+                return -EAGAIN;
+        }
+        memcpy(&m.hdr, buf, VU_HDR_SIZE);
+        if (m.hdr.size > VU_MAX_PAYLOAD) {
+                vu_msg_close_fds(&m);
+                if (ret_reason)
+                        *ret_reason = "payload size in header too large";
+                return -EBADMSG;
+        }
+        size_t len = VU_HDR_SIZE + m.hdr.size;
+        if ((size_t) n < len) {
+                vu_msg_close_fds(&m);
+                return -EAGAIN;
+        }
+        if ((size_t) n > len)
+                vu_msg_close_fds(&m);   /* a later message's */
+        else if (r < 0) {
+                vu_msg_close_fds(&m);
+                if (ret_reason)
+                        *ret_reason = "more fds than a message may carry";
+                return -EBADMSG;
+        }
+        memcpy(m.payload.raw, buf + VU_HDR_SIZE, m.hdr.size);
+        *ret = m;
+        *ret_len = len;
+        return 1;
+}
+
+int vu_reader_consume(int fd, size_t len) {
+        uint8_t buf[VU_HDR_SIZE + VU_MAX_PAYLOAD];
+
+        if (len > sizeof(buf))
+                return -EINVAL;
+        while (len > 0) {
+                /* no room for fds: the kernel drops its references, the peeked copies stay */
+                ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EPIPE;
+                len -= (size_t) n;
+        }
+        return 0;
+}
+
 void vu_writer_init(VuWriter *w, size_t max_queued) {
         *w = (VuWriter) { .max_queued = max_queued };
 }

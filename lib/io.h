@@ -20,6 +20,18 @@ void vu_reader_reset(VuReader *r);       /* closes any fds of a partial message 
  * (*ret_reason says why for protocol errors). */
 int vu_reader_read(VuReader *r, int fd, VuMsg *ret, const char **ret_reason);
 
+/* Reading a message without taking it off the socket first (for the fd store's journal:
+ * a crash before it is taken off leaves it on the socket for the next process).
+ * vu_reader_peek: 1: the whole next message is in *ret, with its fds (copies: the socket
+ * still holds the message) and its length on the wire in *ret_len; 0: nothing to read;
+ * -EAGAIN: only part of it has arrived, or it came in pieces that a peek cannot take
+ * together (read it with vu_reader_read); -ECONNRESET: EOF; other negative errno as
+ * vu_reader_read. Only for a reader holding no partial message. */
+int vu_reader_peek(int fd, VuMsg *ret, size_t *ret_len, const char **ret_reason);
+/* Takes the peeked message of `len` bytes off the socket, dropping the kernel's copies of its
+ * fds. 0, or negative errno. */
+int vu_reader_consume(int fd, size_t len);
+
 typedef struct VuOutBuf VuOutBuf;
 
 typedef struct VuWriter {

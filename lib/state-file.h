@@ -42,8 +42,20 @@ typedef struct StateFileHeader {
          * one, so that a state written before it can tell which of the requests it lists as
          * unanswered were answered since. */
         uint64_t frontend_replies;
-        uint8_t pad[32];
+        /* The sequence number of the last request taken off the front-end's socket: a
+         * request is read by peeking, written to the journal, then taken off. A journal entry
+         * past this one may still be on the socket (STATE_HEADER_READ_SEQ says it is kept). */
+        uint64_t frontend_read_seq;
+        /* A front-end connection accepted and stored before any state named it: the store
+         * name "vr.f.<tag>.<id>" of its fd (pending_frontend_id 0: none). */
+        uint64_t pending_frontend_id;
+        uint32_t pending_frontend_tag;
+        uint8_t reply_partial;          /* the reply in doubt went out in part: the stream is mid-message */
+        uint8_t pad[11];
 } StateFileHeader;
+
+/* StateFileHeader.reserved: what this header's writer keeps (an older one kept neither). */
+#define STATE_HEADER_READ_SEQ 1u
 
 typedef struct StateSlot {
         uint64_t generation;            /* 0: never written */
