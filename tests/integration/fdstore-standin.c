@@ -126,7 +126,9 @@ static int spawn(Standin *s) {
                 len += (size_t) snprintf(names + len, sizeof(names) - len, "%s%s", i ? ":" : "", s->fds[i].name);
         put_uint(n_env, "LISTEN_FDS=", n);
         snprintf(notify_env, sizeof(notify_env), "NOTIFY_SOCKET=%s", s->notify_path);
-        char *envp[] = { n_env, pid_env, names, notify_env, (char *) "VHOST_RECOND_TEST_HOOKS=1", NULL };
+        static char crash_env[192];
+        snprintf(crash_env, sizeof(crash_env), "VHOST_RECOND_TEST_CRASH_FILE=%s/crash-at", s->dir);
+        char *envp[] = { n_env, pid_env, names, notify_env, (char *) "VHOST_RECOND_TEST_HOOKS=1", crash_env, NULL };
         int base = 3 + (int) n + 16;
 
         pid_t pid = fork();
@@ -190,6 +192,7 @@ int standin_start(Standin *s, const char *dir, const char *conf, const char *log
         memset(s, 0, sizeof(*s));
         pthread_mutex_init(&s->lock, NULL);
         s->binary = daemon_binary();
+        snprintf(s->dir, sizeof(s->dir), "%s", dir);
         snprintf(s->conf, sizeof(s->conf), "%s", conf);
         snprintf(s->log, sizeof(s->log), "%s", log);
         snprintf(s->notify_path, sizeof(s->notify_path), "%s/notify", dir);

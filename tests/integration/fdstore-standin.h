@@ -24,7 +24,7 @@ typedef struct Standin {
         pthread_mutex_t lock;
         int notify_fd;
         char notify_path[128];
-        char conf[128], log[128];
+        char conf[128], log[128], dir[128];
         const char *binary;
         StandinFd fds[STANDIN_MAX_FDS];
         size_t n_fds;

@@ -6,10 +6,18 @@
  *   - the switch was being probed when the daemon died: it is closed, and the next one gets
  *     a full replay while the front-end stays;
  *   - a port removed from the configuration while the daemon was down: what it kept is
- *     closed and leaves the store. */
+ *     closed and leaves the store;
+ * and, with the daemon killing itself at a chosen instant (VHOST_RECOND_TEST_CRASH_FILE),
+ * the instants a random kill rarely hits:
+ *   - after a request was journaled, before it was taken off the socket: it is handled once;
+ *   - right after a reply went out, before it was counted: kept if the reply is seen to have
+ *     reached the front-end, closed with a log line if that cannot be told;
+ *   - right after a front-end connection was accepted and stored, before any state named it:
+ *     taken back, and its set-up goes on. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/eventfd.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -39,6 +47,40 @@ static void crash_and(void (*while_down)(void)) {
 
 static FrontendPeer fe;
 static BackendPeer be;
+
+/* The next daemon kills itself at `point` (once). */
+static void arm_crash(const char *point) {
+        char path[160];
+        snprintf(path, sizeof(path), "%s/crash-at", d.dir);
+        FILE *f = fopen(path, "w");
+        ASSERT(f);
+        fprintf(f, "%s\n", point);
+        fclose(f);
+}
+
+static void wait_restarted(unsigned starts) {
+        for (int i = 0; i < 5000 && sd.starts == starts; i++)
+                usleep(1000);
+        ASSERT(sd.starts > starts);
+        ASSERT(standin_wait_ready(&sd, starts + 1, 5000));
+        usleep(50000);
+}
+
+/* The front-end's stream is where it should be: one request, its own answer, nothing more. */
+static void frontend_aligned(void) {
+        VuMsg m, reply;
+        vu_msg_init(&m, VU_GET_PROTOCOL_FEATURES, 0);
+        ASSERT_EQ(frontend_peer_request(&fe, &m, &reply), 0);
+        ASSERT_EQ(reply.hdr.request, VU_GET_PROTOCOL_FEATURES);
+        ASSERT(frontend_peer_recv(&fe, &reply, 200) < 0);      /* no stray reply */
+}
+
+static unsigned count_requests(size_t from, uint32_t request) {
+        unsigned n = 0;
+        for (size_t i = from; i < be.n_log; i++)
+                n += be.log[i].hdr.request == request;
+        return n;
+}
 
 static void frontend_leaves(void) {
         frontend_peer_close(&fe);
@@ -125,6 +167,69 @@ int main(void) {
         frontend_peer_close(&fe_1);
         backend_peer_close(&be_1);
 
+        /* 4. killed after a request was journaled, before it left the socket */
+        size_t mark = be.n_log;
+        unsigned starts = sd.starts;
+        int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        ASSERT(ev >= 0);
+        arm_crash("read-journaled");
+        vu_msg_init_u64(&m, VU_SET_VRING_CALL, 0);
+        m.fds[0] = ev;
+        m.n_fds = 1;
+        ASSERT_EQ(frontend_peer_send(&fe, &m), 0);
+        wait_restarted(starts);
+        ASSERT(daemon_log_wait(&d, "port0: the request the old process was reading is still on the socket", 2000));
+        frontend_aligned();
+        while (backend_peer_serve_one(&be, 300) > 0)
+                ;
+        ASSERT_EQ(count_requests(mark, VU_SET_VRING_CALL), 1u);        /* handled once, not twice */
+        printf("ok: killed between journaling a request and taking it off the socket: read again from the "
+               "socket, handled once, the front-end kept\n");
+
+        /* 5. killed right after a reply went out, before it was counted; the front-end had not
+         *    read it yet: it is still queued for the front-end, so it went out */
+        starts = sd.starts;
+        arm_crash("reply-sent");
+        vu_msg_init(&m, VU_GET_FEATURES, 0);
+        ASSERT_EQ(frontend_peer_send(&fe, &m), 0);
+        wait_restarted(starts);
+        ASSERT(daemon_log_wait(&d, "port0: the daemon died as it answered the front-end, and the answer reached it", 2000));
+        ASSERT_EQ(frontend_peer_recv(&fe, &reply, 2000), 0);
+        ASSERT_EQ(reply.hdr.request, VU_GET_FEATURES);
+        frontend_aligned();
+        printf("ok: killed right after a reply went out: seen queued for the front-end, counted, the front-end "
+               "kept\n");
+
+        /* 6. the same, but the front-end read the answer while the daemon was down and sent
+         *    nothing since: a reply never sent looks the same, so the connection is closed */
+        starts = sd.starts;
+        standin_hold(&sd, true);
+        arm_crash("reply-sent");
+        ASSERT_EQ(frontend_peer_send(&fe, &m), 0);
+        ASSERT_EQ(frontend_peer_recv(&fe, &reply, 2000), 0);
+        for (int i = 0; i < 5000 && standin_pid(&sd) != -1; i++)
+                usleep(1000);
+        ASSERT_EQ(standin_pid(&sd), -1);
+        standin_hold(&sd, false);
+        wait_restarted(starts);
+        ASSERT(daemon_log_wait(&d, "port0: the daemon died while answering on the front-end's stream", 2000));
+        ASSERT(frontend_peer_recv(&fe, &reply, 2000) < 0);     /* closed */
+        ASSERT_EQ(backend_peer_wait_closed(&be, 2000), 0);
+        backend_peer_close(&be);
+        frontend_peer_close(&fe);
+        printf("ok: killed right after a reply the front-end then read: cannot be told from one never sent; "
+               "closed with a log line\n");
+
+        /* 7. killed right after a front-end connection was accepted and stored */
+        starts = sd.starts;
+        arm_crash("frontend-stored");
+        ASSERT_EQ(peers_setup_device(fe0, be0, &fe, &be, 2), 0);
+        ASSERT(sd.starts > starts);
+        ASSERT(daemon_log_wait(&d, "port0: the front-end connection accepted just before the crash", 2000));
+        frontend_aligned();
+        printf("ok: killed right after accepting a front-end: its connection taken back, its set-up went on\n");
+
+        close(ev);
         frontend_peer_close(&fe);
         backend_peer_close(&be);
         standin_stop(&sd);
@@ -132,6 +237,6 @@ int main(void) {
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
         if (!getenv("KEEP_TEST_LOGS"))
                 (void) system(cmd);
-        printf("3 passed, 0 failed\n");
+        printf("7 passed, 0 failed\n");
         return 0;
 }

@@ -468,6 +468,7 @@ int main(void) {
         qsort(restart + 1, crashes, sizeof(uint64_t), test_cmp_u64);
         char *log = daemon_log_read(&r.d);
         unsigned kept_be = 0, replayed_be = 0, journal = 0, mid_read = 0, mid_reply = 0, mid_other = 0, not_named = 0;
+        unsigned on_socket = 0, reply_reached = 0, pending = 0;
         for (const char *p = log; (p = strstr(p, "back-end kept")); p++)
                 kept_be++;
         for (const char *p = log; (p = strstr(p, "gets a full replay")); p++)
@@ -482,6 +483,12 @@ int main(void) {
                 mid_other++;
         for (const char *p = log; (p = strstr(p, "front-end connection is not in the fd store")); p++)
                 not_named++;
+        for (const char *p = log; (p = strstr(p, "still on the socket")); p++)
+                on_socket++;
+        for (const char *p = log; (p = strstr(p, "and the answer reached it")); p++)
+                reply_reached++;
+        for (const char *p = log; (p = strstr(p, "accepted just before the crash")); p++)
+                pending++;
         free(log);
         printf("%u crashes (SIGKILL at 0-3 ms into: %u call changes, %u enable toggles, %u call changes while the "
                "back-end flapped, %u front-end set-ups)\n", crashes, ops[0], ops[1], ops[2], ops[3]);
@@ -492,6 +499,9 @@ int main(void) {
                "or relaying %u; a new connection no state named yet %u; accepted but not yet stored %u\n",
                mid_read, mid_reply, mid_other, not_named, unstored);
         printf("requests read before a crash and replayed from the journal after it: %u times\n", journal);
+        printf("killed between journaling a request and taking it off the socket (read again from the socket): %u; "
+               "while answering, the answer found to have reached the front-end: %u; a front-end connection "
+               "accepted and stored before any state named it, taken back: %u\n", on_socket, reply_reached, pending);
         printf("back-end kept across the crash: %u; closed for a full replay (mid-probe, mid-replay, mid-message): %u\n",
                kept_be, replayed_be);
         printf("every next replay exact (same memory fd, kick and call eventfds, bases, enables); fds: daemon %d, "
