@@ -302,6 +302,82 @@ static void test_reader_partial(void) {
         close(sp[1]);
 }
 
+/* The peek of the fd store's journal: the whole message and its own fds, nothing taken off
+ * the socket until vu_reader_consume; another message's fds are not taken for its own. */
+static void test_reader_peek(void) {
+        int sp[2];
+        VuMsg m, plain, got;
+        VuReader rd;
+        const char *reason = NULL;
+        size_t len;
+
+        socket_pair(sp);
+        make_valid(&m, VU_SET_VRING_CALL);             /* with an eventfd */
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), 0);      /* nothing yet */
+        ASSERT_EQ(vu_send_blocking(sp[0], &m), 0);
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), 1);
+        ASSERT_EQ(len, VU_HDR_SIZE + 8);
+        ASSERT_EQ(got.hdr.request, VU_SET_VRING_CALL);
+        ASSERT_EQ(got.n_fds, 1);
+        ASSERT(fd_is_eventfd(got.fds[0]));
+        vu_msg_close_fds(&got);
+        /* peeked again: still there, the same */
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), 1);
+        ASSERT_EQ(got.n_fds, 1);
+        ASSERT_EQ(vu_reader_consume(sp[1], len), 0);
+        vu_msg_close_fds(&got);
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), 0);      /* taken off, fds and all */
+
+        /* a message without fds followed by one with: the peek of the first gets none */
+        make_valid(&plain, VU_GET_FEATURES);
+        ASSERT_EQ(vu_send_blocking(sp[0], &plain), 0);
+        ASSERT_EQ(vu_send_blocking(sp[0], &m), 0);
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), 1);
+        ASSERT_EQ(got.hdr.request, VU_GET_FEATURES);
+        ASSERT_EQ(got.n_fds, 0);
+        ASSERT_EQ(len, VU_HDR_SIZE + plain.hdr.size);
+        ASSERT_EQ(vu_reader_consume(sp[1], len), 0);
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), 1);
+        ASSERT_EQ(got.hdr.request, VU_SET_VRING_CALL);
+        ASSERT_EQ(got.n_fds, 1);
+        ASSERT_EQ(vu_reader_consume(sp[1], len), 0);
+        vu_msg_close_fds(&got);
+
+        /* a message in two pieces, the fds with the first: a peek cannot take it whole; the
+         * reader that takes it off the socket can */
+        uint8_t wire[VU_HDR_SIZE + 8];
+        memcpy(wire, &m.hdr, VU_HDR_SIZE);
+        memcpy(wire + VU_HDR_SIZE, m.payload.raw, 8);
+        struct iovec iov = { wire, VU_HDR_SIZE };
+        union { struct cmsghdr a; uint8_t b[CMSG_SPACE(sizeof(int))]; } ctl;
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl, .msg_controllen = sizeof(ctl) };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &m.fds[0], sizeof(int));
+        ASSERT_EQ(sendmsg(sp[0], &mh, 0), (ssize_t) VU_HDR_SIZE);
+        ASSERT_EQ(write(sp[0], wire + VU_HDR_SIZE, 8), 8);
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), -EAGAIN);
+        vu_reader_init(&rd);
+        ASSERT_EQ(vu_reader_read(&rd, sp[1], &got, &reason), 1);
+        ASSERT_EQ(got.n_fds, 1);
+        vu_msg_close_fds(&got);
+
+        /* a header saying too much is refused by the peek too; EOF is EOF */
+        VuHeader bad = { .request = VU_SET_FEATURES, .flags = VU_VERSION, .size = VU_MAX_PAYLOAD + 1 };
+        ASSERT_EQ(write(sp[0], &bad, sizeof(bad)), (ssize_t) sizeof(bad));
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), -EBADMSG);
+        ASSERT_CONTAINS(reason, "too large");
+        close(sp[0]);
+        close(sp[1]);
+        socket_pair(sp);
+        close(sp[0]);
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), -ECONNRESET);
+        close(sp[1]);
+        vu_msg_close_fds(&m);
+}
+
 static void test_reader_refuses(void) {
         int sp[2];
         VuMsg m, got;
@@ -540,6 +616,7 @@ RUN_TESTS(
         TEST_CASE(test_validation_rules),
         TEST_CASE(test_check_reply),
         TEST_CASE(test_reader_partial),
+        TEST_CASE(test_reader_peek),
         TEST_CASE(test_reader_refuses),
         TEST_CASE(test_writer_queues),
         TEST_CASE(test_writer_cork),
