@@ -409,7 +409,9 @@ void fdstore_reply_begin(Port *p) {
         PortMirror *pm = p->mirror;
         if (pm && pm->map) {
                 volatile StateFileHeader *h = (volatile StateFileHeader *) pm->map;
-                h->reply_partial = 0;
+                /* behind a reply still queued, this one cannot be told sent by the queue */
+                h->reply_partial = p->frontend && vu_writer_pending(&p->frontend->writer);
+                h->reply_seq = p->fe_replies + 1;
                 h->doubt[STATE_STREAM_FRONTEND_REPLY] = 1;
         }
         fdstore_port_changed(p);
@@ -522,8 +524,7 @@ void fdstore_frontend_accepted(Port *p, int fd) {
 
         if (!fdstore_enabled(s) || !pm || !pm->map)
                 return;
-        /* What this dispatch did before (the last front-end gone, say) goes into a state
-         * first: the header's pending front-end always follows a state without it. */
+        /* one accepted before and not named by a state since: refused or gone */
         if (pm->pending_fe) {
                 entry_unref(s, pm->pending_fe);
                 pm->pending_fe = NULL;
@@ -545,7 +546,13 @@ void fdstore_frontend_accepted(Port *p, int fd) {
          * new one back with nothing of the old (see restore_port: "fresh"). */
         if (pm->dirty) {
                 unlink_dirty(s, pm);
-                (void) commit(s, pm);
+                if (commit(s, pm) < 0) {
+                        /* the state may not say what came before: not named, as before this */
+                        h->pending_frontend_id = 0;
+                        entry_drop(s, e, true);
+                        fdstore_port_changed(p);
+                        return;
+                }
         }
         e->refs = 1;
         pm->pending_fe = e;
@@ -553,7 +560,10 @@ void fdstore_frontend_accepted(Port *p, int fd) {
 }
 
 bool fdstore_peek_reads(const Port *p) {
-        return p->mirror && p->mirror->map && fdstore_enabled(p->manager->fdstore);
+        /* A state file taken over from a daemon that did not keep frontend_read_seq says
+         * so until this one's first state is written (then the peek is safe to use). */
+        return p->mirror && p->mirror->map && fdstore_enabled(p->manager->fdstore) &&
+               (((const StateFileHeader *) p->mirror->map)->reserved & STATE_HEADER_READ_SEQ);
 }
 
 void fdstore_read_peeked(Port *p, const VuMsg *m) {
@@ -759,8 +769,6 @@ static int commit(FdStore *s, PortMirror *pm) {
 
         size_t len;
         const char *text = json_object_to_json_string_length(state, JSON_C_TO_STRING_PLAIN, &len);
-        /* every request up to fe_seq is off the socket (peeks are taken in their dispatch) */
-        ((volatile StateFileHeader *) pm->map)->frontend_read_seq = p->fe_seq;
         r = state_file_write(pm->map, pm->state_size, text, len, pm->generation + 1);
         json_object_put(state);
         if (r < 0) {
@@ -787,6 +795,10 @@ static int commit(FdStore *s, PortMirror *pm) {
          * doubt. One in the middle of one stays so. */
         StateFileHeader *h = (StateFileHeader *) pm->map;
         h->frontend_replies = p->fe_replies;
+        /* every request up to fe_seq is off the socket (peeks are taken in their dispatch);
+         * entries of the journal before this state are not read any more */
+        h->frontend_read_seq = p->fe_seq;
+        h->reserved |= STATE_HEADER_READ_SEQ;
         if (pm->pending_fe) {
                 /* this state names it if the port kept it */
                 h->pending_frontend_id = 0;
@@ -1071,6 +1083,8 @@ static int restore_port(FdStore *s, Port *p, FoundState *f) {
         bool reply_doubt = h->doubt[STATE_STREAM_FRONTEND_REPLY];
         if (fresh)      /* the doubts were about the stream of the front-end that left */
                 reply_doubt = false;
+        else if (reply_doubt && h->reply_seq && h->frontend_replies >= h->reply_seq)
+                reply_doubt = false;    /* counted: killed before the doubt byte was cleared */
         else if (reply_doubt && !h->doubt[STATE_STREAM_FRONTEND] && !h->doubt[STATE_STREAM_FRONTEND_READ] &&
             !h->reply_partial && reply_went_out(fe_entry->fd)) {
                 log_info("%s: the daemon died as it answered the front-end, and the answer reached it", name);
@@ -1259,6 +1273,8 @@ int fdstore_adopt(Manager *m) {
                 pm->state_size = f->state_size;
                 pm->journal = f->map + f->state_size;
                 pm->generation = f->generation;
+                /* taken back or not, the old process's pending front-end is settled */
+                ((StateFileHeader *) pm->map)->pending_frontend_id = 0;
                 f->map = NULL;
         }
 

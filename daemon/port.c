@@ -136,8 +136,14 @@ static int port_accept(sd_event_source *s, int fd, uint32_t revents, void *userd
                                           port_side_to_string(side));
                 return 0;
         }
-        if (side == PORT_FRONTEND)
-                fdstore_frontend_accepted(p, cfd);      /* before anything else: see fdstore.h */
+        if (side == PORT_FRONTEND && !p->frontend) {
+                /* Into the fd store before anything else (see fdstore.h), but only a peer the
+                 * port takes: a refused one must not cost systemd a store and a removal. */
+                struct ucred peer = { .pid = 0, .uid = (uid_t) -1, .gid = (gid_t) -1 };
+                socklen_t len = sizeof(peer);
+                if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 && port_peer_allowed(p, &peer))
+                        fdstore_frontend_accepted(p, cfd);
+        }
         (void) port_attach(p, side, cfd);
         return 0;
 }

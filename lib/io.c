@@ -120,11 +120,15 @@ int vu_reader_read(VuReader *r, int fd, VuMsg *ret, const char **ret_reason) {
 }
 
 int vu_reader_peek(int fd, VuMsg *ret, size_t *ret_len, const char **ret_reason) {
-        /* One peek of up to a whole message of the largest size. A peek stops after the first
-         * skb carrying fds, and each sendmsg makes skbs of its own: so fds that come with
-         * more bytes than the message holds belong to a later message (which has them, and
-         * this one has none); with exactly the message's bytes they are its own. */
-        uint8_t buf[VU_HDR_SIZE + VU_MAX_PAYLOAD];
+        /* One peek of up to a whole message of the largest size, and a byte more. A peek
+         * stops after the first skb carrying fds, and each sendmsg makes skbs of its own: so
+         * fds that come with more bytes than the message holds belong to a later message
+         * (which has them, and this one has none). A peek that fills its buffer still looks
+         * at the next skb and takes its fds: the byte more makes "exactly the message's
+         * bytes" mean that nothing followed, so the fds are its own. (A sender putting two
+         * messages with fds in one sendmsg is not told apart: the fds are dropped, and the
+         * second message fails its check without them.) */
+        uint8_t buf[VU_HDR_SIZE + VU_MAX_PAYLOAD + 1];
         union {
                 struct cmsghdr align;
                 uint8_t buf[CMSG_SPACE(sizeof(int) * VU_MAX_FDS * 2)];

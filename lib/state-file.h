@@ -50,8 +50,11 @@ typedef struct StateFileHeader {
          * name "vr.f.<tag>.<id>" of its fd (pending_frontend_id 0: none). */
         uint64_t pending_frontend_id;
         uint32_t pending_frontend_tag;
-        uint8_t reply_partial;          /* the reply in doubt went out in part: the stream is mid-message */
-        uint8_t pad[11];
+        uint8_t reply_partial;          /* the reply in doubt went out in part, or after one still queued */
+        uint8_t pad[3];
+        /* The reply count the reply in doubt makes once counted: frontend_replies at or past
+         * it means it was counted (a crash between the count and the doubt byte). */
+        uint64_t reply_seq;
 } StateFileHeader;
 
 /* StateFileHeader.reserved: what this header's writer keeps (an older one kept neither). */

@@ -13,7 +13,8 @@
  *   - right after a reply went out, before it was counted: kept if the reply is seen to have
  *     reached the front-end, closed with a log line if that cannot be told;
  *   - right after a front-end connection was accepted and stored, before any state named it:
- *     taken back, and its set-up goes on. */
+ *     taken back, and its set-up goes on; also when the front-end before it left in the same
+ *     instant. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -229,6 +230,32 @@ int main(void) {
         frontend_aligned();
         printf("ok: killed right after accepting a front-end: its connection taken back, its set-up went on\n");
 
+        /* 8. the front-end leaves and the next one connects while the daemon is stopped, so
+         *    that it finds both at once; killed right after the new one is stored. Whether the
+         *    loss was committed before the accept (a state without a front-end) or not (the
+         *    state still names the one that left: "fresh"), the new one is taken back with no
+         *    device and sets one up. */
+        starts = sd.starts;
+        pid_t pid = standin_pid(&sd);
+        ASSERT_EQ(kill(pid, SIGSTOP), 0);
+        frontend_peer_close(&fe);
+        arm_crash("frontend-stored");
+        ASSERT_EQ(frontend_peer_open(&fe, fe0, 1u << 20), 0);
+        ASSERT_EQ(kill(pid, SIGCONT), 0);
+        wait_restarted(starts);
+        /* (said before the line below, when it is said) */
+        bool fresh = daemon_log_wait(&d, "port0: its front-end left, and the next one was accepted just before the crash", 0);
+        ASSERT(daemon_log_wait(&d, "port0: the front-end connection accepted just before the crash", 2000));
+        ASSERT_EQ(backend_peer_wait_closed(&be, 2000), 0);     /* it had the old device */
+        backend_peer_close(&be);
+        ASSERT_EQ(backend_peer_open(&be, be0, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&be, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT_EQ(frontend_peer_setup_while_serving(&fe, &be, 2), 0);
+        frontend_aligned();
+        printf("ok: a front-end left and the next one was accepted and stored in the same instant (%s): taken "
+               "back with no device, its set-up went on\n", fresh ? "the state still named the one that left" :
+                                                              "the loss was committed first");
+
         close(ev);
         frontend_peer_close(&fe);
         backend_peer_close(&be);
@@ -237,6 +264,6 @@ int main(void) {
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
         if (!getenv("KEEP_TEST_LOGS"))
                 (void) system(cmd);
-        printf("7 passed, 0 failed\n");
+        printf("8 passed, 0 failed\n");
         return 0;
 }

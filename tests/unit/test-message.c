@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/eventfd.h>
@@ -302,6 +303,16 @@ static void test_reader_partial(void) {
         close(sp[1]);
 }
 
+static int count_fds(void) {
+        int n = 0;
+        DIR *d = opendir("/proc/self/fd");
+        ASSERT(d);
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n;
+}
+
 /* The peek of the fd store's journal: the whole message and its own fds, nothing taken off
  * the socket until vu_reader_consume; another message's fds are not taken for its own. */
 static void test_reader_peek(void) {
@@ -342,6 +353,27 @@ static void test_reader_peek(void) {
         ASSERT_EQ(got.n_fds, 1);
         ASSERT_EQ(vu_reader_consume(sp[1], len), 0);
         vu_msg_close_fds(&got);
+
+        /* the largest message, then one with fds: a peek that fills its buffer must not take
+         * the next message's fds for its own */
+        uint8_t big[VU_HDR_SIZE + VU_MAX_PAYLOAD] = {};
+        VuHeader bh = { .request = VU_SET_CONFIG, .flags = VU_VERSION, .size = VU_MAX_PAYLOAD };
+        memcpy(big, &bh, sizeof(bh));
+        ASSERT_EQ(write(sp[0], big, sizeof(big)), (ssize_t) sizeof(big));
+        ASSERT_EQ(vu_send_blocking(sp[0], &m), 0);
+        int before = count_fds();
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), 1);
+        ASSERT_EQ(len, sizeof(big));
+        ASSERT_EQ(got.n_fds, 0);
+        ASSERT_EQ(count_fds(), before);         /* the next one's fds were not kept */
+        ASSERT_EQ(vu_reader_consume(sp[1], len), 0);
+        ASSERT_EQ(vu_reader_peek(sp[1], &got, &len, &reason), 1);
+        ASSERT_EQ(got.n_fds, 1);
+        ASSERT_EQ(count_fds(), before + 1);
+        ASSERT_EQ(vu_reader_consume(sp[1], len), 0);
+        ASSERT_EQ(count_fds(), before + 1);     /* taking it off adds none: the kernel's copy is dropped */
+        vu_msg_close_fds(&got);
+        ASSERT_EQ(count_fds(), before);
 
         /* a message in two pieces, the fds with the first: a peek cannot take it whole; the
          * reader that takes it off the socket can */
