@@ -495,8 +495,9 @@ int main(void) {
         printf("front-end kept its connection: %u of %u; closed by the daemon after the crash, saying why: %u "
                "(%u seen by the request under way, %u by the next one)\n",
                crashes - dropped, crashes, dropped, ops_failed, dropped - ops_failed);
-        printf("  the daemon's reasons: killed while reading a request %u, while sending a reply %u, while writing "
-               "or relaying %u; a new connection no state named yet %u; accepted but not yet stored %u\n",
+        printf("  the daemon's log after the crashes: killed while reading a request %u, while sending a reply %u, "
+               "while writing or relaying %u (each closed that front-end); the state's front-end had left, not in "
+               "the store %u (the test's next front-end connects anew); closes in the accept-to-store window %u\n",
                mid_read, mid_reply, mid_other, not_named, unstored);
         printf("requests read before a crash and replayed from the journal after it: %u times\n", journal);
         printf("killed between journaling a request and taking it off the socket (read again from the socket): %u; "
