@@ -132,11 +132,18 @@ static int replay_run(Port *p) {
                         continue;
                 /* Only a packed ring's index can be a guess; split rings are read once, by the build. */
                 if (packed) {
-                        if (shadow_resume_index(&p->shadow, i, &base, NULL) == 1)
+                        unsigned completed = 0;
+                        int k = shadow_resume_index_full(&p->shadow, i, &base, NULL, &completed);
+                        if (completed > 0)
+                                log_info("%s: vring %u (packed): %u descriptor%s the old back-end processed "
+                                         "but did not mark used completed in guest memory (the head of its "
+                                         "last burst); resuming at %u, wrap %u", p->config.name, i, completed,
+                                         completed == 1 ? "" : "s", base & 0x7fff, base >> 15);
+                        if (k == 1)
                                 log_warning("%s: vring %u (packed): the resume index cannot be recovered for sure "
-                                            "from the descriptor ring (chained or batched descriptors); resuming at "
-                                            "%u, wrap %u: buffers in flight may be processed twice", p->config.name,
-                                            i, base & 0x7fff, base >> 15);
+                                            "from the descriptor ring (chained descriptors, or the driver's side "
+                                            "not in one piece); resuming at %u, wrap %u: buffers in flight may be "
+                                            "processed twice", p->config.name, i, base & 0x7fff, base >> 15);
                         continue;
                 }
                 if (shadow_read_ring_indexes(&p->shadow, i, &avail, &used) < 0)
