@@ -264,10 +264,13 @@ static uint32_t first_used_flip(const uint16_t *fl, uint32_t num) {
  * apart, so a ring with any NEXT flag is reported as not certain. So is a ring whose AVAIL
  * bits change lap more than once in three reads (the driver writing a chain head last),
  * which falls back to the first flip of the USED flags.
+ * With VIRTIO_F_IN_ORDER a device may write one used descriptor for a batch and skip the
+ * others for good: they look like holes, or join the pending run when they end the used
+ * part, so R may fall among them; nothing is completed and the answer is never certain.
  * This assumes a device that uses descriptors in ring order (the net devices; an
  * out-of-order device such as vhost-user-blk needs INFLIGHT_SHMFD, see the README). */
 static int packed_scan(const GuestMemory *m, uint64_t desc_uaddr, const volatile uint8_t *ring, uint16_t *fl,
-                       uint32_t num, bool complete, uint32_t *ret_state, bool *ret_certain,
+                       uint32_t num, unsigned flags, uint32_t *ret_state, bool *ret_certain,
                        unsigned *ret_completed) {
 #define AV(i) (!!(fl[i] & VRING_PACKED_DESC_F_AVAIL))
 #define PENDING(i) (AV(i) != !!(fl[i] & VRING_PACKED_DESC_F_USED))
@@ -314,7 +317,7 @@ static int packed_scan(const GuestMemory *m, uint64_t desc_uaddr, const volatile
                 uint32_t i = (a + k) % num;
                 if (!PENDING(i))
                         continue;
-                if (!complete) {
+                if ((flags & (VRING_PACKED_COMPLETE | VRING_PACKED_IN_ORDER)) != VRING_PACKED_COMPLETE) {
                         all_done = false;
                         continue;
                 }
@@ -331,11 +334,11 @@ static int packed_scan(const GuestMemory *m, uint64_t desc_uaddr, const volatile
 #undef PENDING
 #undef AV
         *ret_state = r | ((uint32_t) wrap << 15);
-        *ret_certain = all_done && !chains;
+        *ret_certain = all_done && !chains && !(flags & VRING_PACKED_IN_ORDER);
         return 0;
 }
 
-int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num, bool complete,
+int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num, unsigned flags,
                          uint32_t *ret_state, bool *ret_certain, unsigned *ret_completed) {
         if (num == 0 || num > VU_MAX_VRING_SIZE || (desc_uaddr & 15))
                 return -EINVAL;
@@ -349,7 +352,7 @@ int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num
         unsigned completed = 0;
         int r = -EAGAIN;
         for (unsigned attempt = 0; attempt < 3 && r == -EAGAIN; attempt++)
-                r = packed_scan(m, desc_uaddr, ring, fl, num, complete, ret_state, ret_certain, &completed);
+                r = packed_scan(m, desc_uaddr, ring, fl, num, flags, ret_state, ret_certain, &completed);
         if (r == -EAGAIN) {
                 /* the fl[] of the last read */
                 *ret_state = first_used_flip(fl, num);

@@ -55,15 +55,21 @@ int vring_split_read_avail_idx(const GuestMemory *m, uint64_t avail_uaddr, uint1
  * bits 0-14, wrap counter in bit 15; the device restarts its used position there too): the
  * start of the run of pending descriptors that ends at the driver's avail position. A
  * descriptor before it that is still pending was processed by the old device but its used
- * flags not written (DPDK writes the first of a burst last): with `complete` it is
- * completed in guest memory as the device would have (its USED bit set to its AVAIL bit,
- * through a temporary writable mapping, compare-and-swap), since neither resuming before nor
- * after it lets the ring run; *ret_completed counts them. *ret_certain is false when a hole
- * is left (not `complete`, or not writable), when the ring shows chained descriptors
- * (NEXT), or when the driver's side is not in one piece in three reads (then the first flip
- * of the USED flags is taken: nothing skipped, some buffers may be processed twice).
- * The reasoning is at the function. The old device must be gone. */
-int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num, bool complete,
+ * flags not written (DPDK writes the first of a burst last): with VRING_PACKED_COMPLETE it
+ * is completed in guest memory as the device would have (its USED bit set to its AVAIL
+ * bit, through a temporary writable mapping, compare-and-swap), since neither resuming
+ * before nor after it lets the ring run; *ret_completed counts them. *ret_certain is false
+ * when a hole is left (not completed, or not writable), when the ring shows chained
+ * descriptors (NEXT), with VRING_PACKED_IN_ORDER (the device writes one used descriptor
+ * for a batch: the positions it skipped look like holes and are not completed), or when
+ * the driver's side is not in one piece in three reads (then the first flip of the USED
+ * flags is taken: nothing skipped, some buffers may be processed twice). The reasoning is
+ * at the function. The old device must be gone. */
+enum {
+        VRING_PACKED_COMPLETE = 1 << 0,         /* write the holes' used flags */
+        VRING_PACKED_IN_ORDER = 1 << 1,         /* VIRTIO_F_IN_ORDER was negotiated */
+};
+int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num, unsigned flags,
                          uint32_t *ret_state, bool *ret_certain, unsigned *ret_completed);
 /* The byte sizes of a split ring's three parts, for bounds checks. */
 uint64_t vring_split_desc_size(uint32_t num);

@@ -456,7 +456,10 @@ int shadow_resume_index_full(const Shadow *s, unsigned index, uint32_t *ret, boo
                 uint64_t desc;
                 r = ring_uaddr(s, v->addr.desc_user_addr, 16ull * MAX(num, 1u), &desc);
                 if (r >= 0)
-                        r = vring_packed_recover(&s->memory, desc, num, true, ret, &certain, &completed);
+                        r = vring_packed_recover(&s->memory, desc, num,
+                                                 VRING_PACKED_COMPLETE |
+                                                 (s->features & VU_BIT(VIRTIO_F_IN_ORDER) ? VRING_PACKED_IN_ORDER : 0),
+                                                 ret, &certain, &completed);
                 if (ret_completed)
                         *ret_completed = completed;
                 if (r >= 0) {
