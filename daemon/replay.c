@@ -115,14 +115,6 @@ static int replay_run(Port *p) {
         if (missing || missing_pf)
                 return incompatible(p, missing, missing_pf);
 
-        p->backend_protocol_features = shadow_backend_protocol_features(&p->shadow, be->protocol_features);
-        r = shadow_build_replay(&p->shadow, p->backend_protocol_features, &l, &reason);
-        if (r < 0) {
-                port_set_error(p, "cannot build the replay: %s", reason ? reason : "error");
-                log_error("%s: %s", p->config.name, p->last_error);
-                return r;
-        }
-
         bool packed = p->shadow.features_set && (p->shadow.features & VU_BIT(VIRTIO_F_RING_PACKED));
         for (unsigned i = 0; i < p->shadow.n_vrings && (packed || log_max_level >= LOG_DEBUG); i++) {
                 const ShadowVring *v = &p->shadow.vrings[i];
@@ -130,7 +122,9 @@ static int replay_run(Port *p) {
                 uint32_t base;
                 if (!v->addr_set)
                         continue;
-                /* Only a packed ring's index can be a guess; split rings are read once, by the build. */
+                /* Only a packed ring's index can be a guess; split rings are read once, by the build.
+                 * Before the build: the first read of a packed ring completes what the old
+                 * back-end left unmarked, and says so; the build's read finds it done. */
                 if (packed) {
                         unsigned completed = 0;
                         int k = shadow_resume_index_full(&p->shadow, i, &base, NULL, &completed);
@@ -152,6 +146,14 @@ static int replay_run(Port *p) {
                 else
                         log_debug("%s: vring %u: %s, avail idx %u, used idx %u", p->config.name, i,
                                   v->started ? "started" : "stopped", avail, used);
+        }
+
+        p->backend_protocol_features = shadow_backend_protocol_features(&p->shadow, be->protocol_features);
+        r = shadow_build_replay(&p->shadow, p->backend_protocol_features, &l, &reason);
+        if (r < 0) {
+                port_set_error(p, "cannot build the replay: %s", reason ? reason : "error");
+                log_error("%s: %s", p->config.name, p->last_error);
+                return r;
         }
 
         if (p->shadow.log.fd >= 0)
