@@ -2,10 +2,10 @@
 # Real peers: DPDK testpmd as the virtio-user front-end and as the vhost back-end, through
 # vhost-recond. The back-end is killed with SIGKILL and started again ROUNDS times (default
 # 3); traffic must resume every time, and the front-end must never see its link change.
-# PREEMPT_SWITCH=1 runs a nice 19 busy loop on the switch's forwarding core (core 0) for the
-# test's length: the switch is preempted now and then and works in full bursts of 32, so a
-# SIGKILL lands inside a burst far more often (how load in CI made the packed variant's
-# unmarked burst heads show).
+# PREEMPT_SWITCH=1 runs a busy loop (nice PREEMPT_SWITCH_NICE, default 19) on the switch's
+# forwarding core (core 0) for the test's length: the switch is preempted now and then and
+# works in full bursts of 32, so a SIGKILL lands inside a burst more often (how load in CI
+# made the packed variant's unmarked burst heads show).
 set -u
 DAEMON=${1:?usage: [ROUNDS=N] $0 PATH-TO-vhost-recond [QUEUE-PAIRS [packed]]}
 ROUNDS=${ROUNDS:-3}
@@ -23,9 +23,9 @@ trap '[ -z "$HOG_PID" ] || kill "$HOG_PID"; dpdk_cleanup; [ -n "${KEEP_TEST_LOGS
 fail() { echo "FAIL: $*"; for f in "$WORK"/*.log; do echo "--- $f"; tail -25 "$f"; done; exit 1; }
 
 if [ "${PREEMPT_SWITCH:-0}" = 1 ]; then
-    taskset -c 0 nice -n 19 bash -c 'while :; do :; done' &
+    taskset -c 0 nice -n "${PREEMPT_SWITCH_NICE:-19}" bash -c 'while :; do :; done' &
     HOG_PID=$!
-    echo "a nice 19 busy loop on core 0 (PREEMPT_SWITCH=1)"
+    echo "a busy loop at nice ${PREEMPT_SWITCH_NICE:-19} on core 0 (PREEMPT_SWITCH=1)"
 fi
 dpdk_write_config
 dpdk_start_daemon || fail "daemon did not start"
