@@ -115,14 +115,6 @@ static int replay_run(Port *p) {
         if (missing || missing_pf)
                 return incompatible(p, missing, missing_pf);
 
-        p->backend_protocol_features = shadow_backend_protocol_features(&p->shadow, be->protocol_features);
-        r = shadow_build_replay(&p->shadow, p->backend_protocol_features, &l, &reason);
-        if (r < 0) {
-                port_set_error(p, "cannot build the replay: %s", reason ? reason : "error");
-                log_error("%s: %s", p->config.name, p->last_error);
-                return r;
-        }
-
         bool packed = p->shadow.features_set && (p->shadow.features & VU_BIT(VIRTIO_F_RING_PACKED));
         for (unsigned i = 0; i < p->shadow.n_vrings && (packed || log_max_level >= LOG_DEBUG); i++) {
                 const ShadowVring *v = &p->shadow.vrings[i];
@@ -130,13 +122,22 @@ static int replay_run(Port *p) {
                 uint32_t base;
                 if (!v->addr_set)
                         continue;
-                /* Only a packed ring's index can be a guess; split rings are read once, by the build. */
+                /* Only a packed ring's index can be a guess; split rings are read once, by the build.
+                 * Before the build: the first read of a packed ring completes what the old
+                 * back-end left unmarked, and says so; the build's read finds it done. */
                 if (packed) {
-                        if (shadow_resume_index(&p->shadow, i, &base, NULL) == 1)
+                        unsigned completed = 0;
+                        int k = shadow_resume_index_full(&p->shadow, i, &base, NULL, &completed);
+                        if (completed > 0)
+                                log_info("%s: vring %u (packed): %u descriptor%s the old back-end processed "
+                                         "but did not mark used completed in guest memory (the head of its "
+                                         "last burst); resuming at %u, wrap %u", p->config.name, i, completed,
+                                         completed == 1 ? "" : "s", base & 0x7fff, base >> 15);
+                        if (k == 1)
                                 log_warning("%s: vring %u (packed): the resume index cannot be recovered for sure "
-                                            "from the descriptor ring (chained or batched descriptors); resuming at "
-                                            "%u, wrap %u: buffers in flight may be processed twice", p->config.name,
-                                            i, base & 0x7fff, base >> 15);
+                                            "from the descriptor ring (chained descriptors, or the driver's side "
+                                            "not in one piece); resuming at %u, wrap %u: buffers in flight may be "
+                                            "processed twice", p->config.name, i, base & 0x7fff, base >> 15);
                         continue;
                 }
                 if (shadow_read_ring_indexes(&p->shadow, i, &avail, &used) < 0)
@@ -145,6 +146,14 @@ static int replay_run(Port *p) {
                 else
                         log_debug("%s: vring %u: %s, avail idx %u, used idx %u", p->config.name, i,
                                   v->started ? "started" : "stopped", avail, used);
+        }
+
+        p->backend_protocol_features = shadow_backend_protocol_features(&p->shadow, be->protocol_features);
+        r = shadow_build_replay(&p->shadow, p->backend_protocol_features, &l, &reason);
+        if (r < 0) {
+                port_set_error(p, "cannot build the replay: %s", reason ? reason : "error");
+                log_error("%s: %s", p->config.name, p->last_error);
+                return r;
         }
 
         if (p->shadow.log.fd >= 0)

@@ -52,16 +52,25 @@ int vring_split_read_used_idx(const GuestMemory *m, uint64_t used_uaddr, uint16_
 /* Split ring: avail->idx (flags u16, idx u16, ring...). */
 int vring_split_read_avail_idx(const GuestMemory *m, uint64_t avail_uaddr, uint16_t *ret_idx);
 /* Packed ring: where a device resumes after a crash, as SET_VRING_BASE wants it (index in
- * bits 0-14, wrap counter in bit 15; the device restarts its used position there too).
- * The device's used position is where the descriptors' USED flag flips: before it, every
- * descriptor was last written in the current lap (used by the device, or made available
- * again by the driver for the next lap: USED = w either way); from it on, in the previous
- * lap (USED = !w). That holds when each buffer is one descriptor. Chained descriptors or a
- * device that writes one used element for several buffers leave positions it skipped with
- * the driver's flags, so more flips show: then *ret_certain is false and the first flip is
- * taken (buffers in flight may be processed twice, none skipped). */
-int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num, uint32_t *ret_state,
-                         bool *ret_certain);
+ * bits 0-14, wrap counter in bit 15; the device restarts its used position there too): the
+ * start of the run of pending descriptors that ends at the driver's avail position. A
+ * descriptor before it that is still pending was processed by the old device but its used
+ * flags not written (DPDK writes the first of a burst last): with VRING_PACKED_COMPLETE it
+ * is completed in guest memory as the device would have (its USED bit set to its AVAIL
+ * bit, through a temporary writable mapping, compare-and-swap), since neither resuming
+ * before nor after it lets the ring run; *ret_completed counts them. *ret_certain is false
+ * when a hole is left (not completed, or not writable), when the ring shows chained
+ * descriptors (NEXT), with VRING_PACKED_IN_ORDER (the device writes one used descriptor
+ * for a batch: the positions it skipped look like holes and are not completed), or when
+ * the driver's side is not in one piece in three reads (then the first flip of the USED
+ * flags is taken: nothing skipped, some buffers may be processed twice). The reasoning is
+ * at the function. The old device must be gone. */
+enum {
+        VRING_PACKED_COMPLETE = 1 << 0,         /* write the holes' used flags */
+        VRING_PACKED_IN_ORDER = 1 << 1,         /* VIRTIO_F_IN_ORDER was negotiated */
+};
+int vring_packed_recover(const GuestMemory *m, uint64_t desc_uaddr, uint32_t num, unsigned flags,
+                         uint32_t *ret_state, bool *ret_certain, unsigned *ret_completed);
 /* The byte sizes of a split ring's three parts, for bounds checks. */
 uint64_t vring_split_desc_size(uint32_t num);
 uint64_t vring_split_avail_size(uint32_t num);

@@ -434,21 +434,34 @@ static void reply_u64(VuMsg *reply, const VuMsg *req, uint64_t value) {
 }
 
 int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *ret_from_memory) {
+        return shadow_resume_index_full(s, index, ret, ret_from_memory, NULL);
+}
+
+int shadow_resume_index_full(const Shadow *s, unsigned index, uint32_t *ret, bool *ret_from_memory,
+                             unsigned *ret_completed) {
         const ShadowVring *v = index < s->n_vrings ? &s->vrings[index] : NULL;
         bool from_memory = false;
         int r = 0;
 
+        if (ret_completed)
+                *ret_completed = 0;
         if (!v)
                 *ret = 0;
         else if (v->resume_valid)
                 *ret = v->resume;
         else if (v->started && v->addr_set && packed(s)) {
                 bool certain = true;
+                unsigned completed = 0;
                 uint32_t num = v->num_set ? v->num : 0;
                 uint64_t desc;
                 r = ring_uaddr(s, v->addr.desc_user_addr, 16ull * MAX(num, 1u), &desc);
                 if (r >= 0)
-                        r = vring_packed_recover(&s->memory, desc, num, ret, &certain);
+                        r = vring_packed_recover(&s->memory, desc, num,
+                                                 VRING_PACKED_COMPLETE |
+                                                 (s->features & VU_BIT(VIRTIO_F_IN_ORDER) ? VRING_PACKED_IN_ORDER : 0),
+                                                 ret, &certain, &completed);
+                if (ret_completed)
+                        *ret_completed = completed;
                 if (r >= 0) {
                         from_memory = true;
                         r = certain ? 0 : 1;

@@ -121,9 +121,14 @@ unsigned shadow_vrings_in_use(const Shadow *s);
 
 /* Where a started ring resumes: the index a back-end reported on a clean stop, else the
  * used index read from guest memory after a crash (split rings; packed rings: see
- * vring_packed_recover()), else the base the front-end set. 0, or 1 when a packed ring's
- * index is a best guess, or a negative errno (*ret is then the base). */
+ * vring_packed_recover(), which also completes in guest memory the descriptors the crashed
+ * device processed but did not mark used; call it only when no back-end runs the ring),
+ * else the base the front-end set. 0, or 1 when a packed ring's index is a best guess, or
+ * a negative errno (*ret is then the base). */
 int shadow_resume_index(const Shadow *s, unsigned index, uint32_t *ret, bool *ret_from_memory);
+/* The same, and how many descriptors it completed (packed rings; 0 otherwise). */
+int shadow_resume_index_full(const Shadow *s, unsigned index, uint32_t *ret, bool *ret_from_memory,
+                             unsigned *ret_completed);
 
 /* A split ring's avail and used indexes as guest memory has them now (through the IOTLB when
  * addresses are IOVAs), for the logs. Negative errno when a ring is not readable. */

@@ -77,6 +77,7 @@ typedef enum VuBackendRequest {
 #define VIRTIO_F_VERSION_1              32
 #define VIRTIO_F_ACCESS_PLATFORM        33
 #define VIRTIO_F_RING_PACKED            34
+#define VIRTIO_F_IN_ORDER               35
 
 /* Protocol feature bits. */
 #define VU_PF_MQ                        0

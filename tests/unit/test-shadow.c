@@ -380,11 +380,170 @@ static void set_desc_flags(Fixture *f, unsigned ring, unsigned i, uint16_t flags
 
 #define AVAIL (1u << 7)
 #define USED (1u << 15)
+#define NEXT 1u
 
-/* Packed rings: the device's position is where the USED flags flip. */
+static bool recover(GuestMemory *m, unsigned ring, uint32_t num, bool complete, uint32_t *st, unsigned *completed) {
+        bool certain = false;
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(ring), num, complete ? VRING_PACKED_COMPLETE : 0, st, &certain,
+                                       completed), 0);
+        return certain;
+}
+
+/* A packed ring driven as DPDK 22.11 drives one: the virtio PMD (driver) makes single-
+ * descriptor buffers available in order and takes used ones back in order; vhost (device)
+ * uses them in bursts and writes the flags of a burst's first descriptor last
+ * (vhost_flush_dequeue_shadow_packed, vhost_flush_enqueue_shadow_packed), or, for an
+ * enqueue batch, in order (vhost_flush_enqueue_batch_packed). Positions are absolute;
+ * lap 0 has wrap counter 1. */
+typedef struct PackedSim {
+        uint8_t *desc;
+        uint32_t num;
+        uint32_t avail, used, taken;    /* made available, used by the device, taken back */
+} PackedSim;
+
+static bool sim_wrap(const PackedSim *p, uint32_t n) {
+        return ((n / p->num) & 1) == 0;
+}
+
+static uint16_t *sim_flags(const PackedSim *p, uint32_t n) {
+        return (uint16_t *) (p->desc + 16 * (n % p->num) + 14);
+}
+
+static void sim_init(PackedSim *p, Fixture *f, unsigned ring, uint32_t num) {
+        *p = (PackedSim) { .desc = f->mem + (desc_addr(ring) - MEM_UADDR), .num = num };
+        memset(p->desc, 0, 16 * num);
+}
+
+static void sim_make_avail(PackedSim *p, uint32_t k) {
+        for (uint32_t i = 0; i < k; i++) {
+                ASSERT(p->avail - p->taken < p->num);
+                uint32_t n = p->avail++;
+                *(uint16_t *) (p->desc + 16 * (n % p->num) + 12) = n % p->num;         /* id */
+                *sim_flags(p, n) = sim_wrap(p, n) ? AVAIL : USED;
+        }
+}
+
+static void sim_fill(PackedSim *p) {
+        sim_make_avail(p, p->num - (p->avail - p->taken));
+}
+
+static void sim_write_used(PackedSim *p, uint32_t n) {
+        *sim_flags(p, n) = sim_wrap(p, n) ? AVAIL | USED : 0;
+}
+
+/* A burst of k: only `written` of its flag writes happen (a SIGKILL after them). The device's
+ * own used index moves past the whole burst either way. */
+static void sim_burst(PackedSim *p, uint32_t k, uint32_t written, bool head_last) {
+        ASSERT(p->used + k <= p->avail && written <= k);
+        for (uint32_t j = 0; j < written; j++)
+                sim_write_used(p, head_last ? (j + 1 < k ? p->used + 1 + j : p->used) : p->used + j);
+        p->used += k;
+}
+
+static void sim_take_used(PackedSim *p) {
+        while (p->taken < p->avail) {
+                uint16_t fl = *sim_flags(p, p->taken);
+                bool w = sim_wrap(p, p->taken);
+                if (!!(fl & AVAIL) != w || !!(fl & USED) != w)
+                        break;
+                p->taken++;
+        }
+}
+
+/* A new device started at `state` (as DPDK's SET_VRING_BASE takes it) against the driver:
+ * how many buffers the driver gets back in `rounds` rounds of fill, use all, take back. */
+static uint32_t sim_run_from(PackedSim *p, uint32_t state, unsigned rounds) {
+        uint32_t pos = state & 0x7fff, taken = p->taken;
+        bool wrap = state >> 15;
+        for (unsigned r = 0; r < rounds; r++) {
+                sim_take_used(p);
+                sim_fill(p);
+                for (;;) {
+                        uint16_t *fl = (uint16_t *) (p->desc + 16 * pos + 14);
+                        if (!!(*fl & AVAIL) != wrap || !!(*fl & USED) == wrap)
+                                break;          /* DPDK's desc_is_avail() */
+                        *fl = wrap ? AVAIL | USED : 0;
+                        if (++pos == p->num) {
+                                pos = 0;
+                                wrap = !wrap;
+                        }
+                }
+                sim_take_used(p);
+        }
+        return p->taken - taken;
+}
+
+static uint32_t sim_state(const PackedSim *p, uint32_t n) {
+        return (n % p->num) | ((uint32_t) sim_wrap(p, n) << 15);
+}
+
+/* Steady traffic for a while, then a burst cut by a SIGKILL; the driver fills the ring while
+ * no device runs, or not. */
+static void check_cut_burst(Fixture *f, uint32_t num, uint32_t history, uint32_t k, uint32_t written,
+                            bool head_last, bool fill) {
+        GuestMemory *m = &f->s.memory;
+        PackedSim p;
+        uint32_t st, st2;
+        unsigned completed;
+
+        sim_init(&p, f, 1, num);
+        while (p.used < history) {
+                sim_take_used(&p);
+                sim_fill(&p);
+                uint32_t burst = MIN(p.avail - p.used, MIN(32u, history - p.used));
+                sim_burst(&p, burst, burst, true);
+        }
+        sim_take_used(&p);
+        sim_fill(&p);
+        if (k > p.avail - p.used)
+                k = p.avail - p.used;
+        if (written > k)
+                written = k;
+        uint32_t before = p.used;
+        sim_burst(&p, k, written, head_last);
+        sim_take_used(&p);
+        if (fill)
+                sim_fill(&p);
+
+        /* where the device must resume: past what it marked used, the head of the burst
+         * counted once anything after it is; what it processed but did not mark is processed
+         * again (no flag of the burst written; the rest of it, or of an in-order batch) */
+        uint32_t expect = before + (head_last && written > 0 ? MIN(written + 1, k) : written);
+        bool hole = head_last && written > 0 && written < k;
+
+        bool certain = recover(m, 1, num, false, &st, &completed);
+        ASSERT_EQ(certain, !hole);
+        ASSERT_EQ(completed, 0u);
+        if (hole) {
+                /* the head of the cut burst: resuming there, as the first flip of the USED flags
+                 * did, stalls the ring; resuming past it without completing it stalls too */
+                PackedSim copy = p;
+                uint8_t saved[16 * 2048];
+                memcpy(saved, p.desc, 16 * num);
+                ASSERT(sim_run_from(&copy, sim_state(&p, before), 4) <= k);
+                memcpy(p.desc, saved, 16 * num);
+                copy = p;
+                ASSERT_EQ(sim_run_from(&copy, st, 4), 0u);
+                memcpy(p.desc, saved, 16 * num);
+        }
+        ASSERT_EQ(st, sim_state(&p, expect));
+        certain = recover(m, 1, num, true, &st, &completed);
+        ASSERT(certain);
+        ASSERT_EQ(completed, hole ? 1u : 0u);
+        ASSERT_EQ(st, sim_state(&p, expect));
+        /* completed: the same answer again, nothing more to complete */
+        ASSERT(recover(m, 1, num, true, &st2, &completed));
+        ASSERT_EQ(st2, st);
+        ASSERT_EQ(completed, 0u);
+        /* and the ring runs: the driver gets back what it gives, lap after lap */
+        ASSERT(sim_run_from(&p, st, 4) >= 3 * num);
+}
+
+/* Packed rings: the device's position is the start of the pending run before the driver's
+ * avail position; a burst whose head DPDK had not yet marked used is completed. */
 static void test_packed_resume_index(void) {
         uint32_t st;
-        bool certain;
+        unsigned completed;
         Fixture f;
 
         fixture_init(&f, NET_FEATURES | VU_BIT(VIRTIO_F_RING_PACKED), DPDK_PF);
@@ -392,58 +551,123 @@ static void test_packed_resume_index(void) {
         send_mem_table(&f);
 
         /* a fresh ring: lap 1 (wrap 1), position 0 */
-        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT(recover(m, 0, 8, true, &st, &completed));
         ASSERT_EQ(st, 0x8000);
-        ASSERT(certain);
         /* the driver made 5 available (AVAIL=1, USED=0), the device used 3 (AVAIL=USED=1) */
         for (unsigned i = 0; i < 5; i++)
                 set_desc_flags(&f, 0, i, AVAIL);
         for (unsigned i = 0; i < 3; i++)
                 set_desc_flags(&f, 0, i, AVAIL | USED);
-        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT(recover(m, 0, 8, true, &st, &completed));
         ASSERT_EQ(st, 0x8003);
-        ASSERT(certain);
-        /* the driver took those 3 back and made them available for lap 2 (AVAIL=0, USED=1) */
+        /* the driver made 5-7 available, then took 0-2 back and made them available for lap 2
+         * (AVAIL=0, USED=1): a full ring, the oldest at 3 */
+        for (unsigned i = 5; i < 8; i++)
+                set_desc_flags(&f, 0, i, AVAIL);
         for (unsigned i = 0; i < 3; i++)
                 set_desc_flags(&f, 0, i, USED);
-        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT(recover(m, 0, 8, true, &st, &completed));
         ASSERT_EQ(st, 0x8003);
-        /* the device went round: all 8 used in lap 1, then 2 used in lap 2 (AVAIL=USED=0) */
+        /* the device went round: all 8 used in lap 1 (AVAIL=USED=1), nothing pending */
         for (unsigned i = 0; i < 8; i++)
                 set_desc_flags(&f, 0, i, AVAIL | USED);
-        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT(recover(m, 0, 8, true, &st, &completed));
         ASSERT_EQ(st, 0x0000);          /* the end of lap 1 is the start of lap 2 */
+        /* 2 made available and used in lap 2 (AVAIL=USED=0) */
         set_desc_flags(&f, 0, 0, 0);
         set_desc_flags(&f, 0, 1, 0);
-        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
+        ASSERT(recover(m, 0, 8, true, &st, &completed));
         ASSERT_EQ(st, 0x0002);
-        ASSERT(certain);
 
-        /* a chain of two at 0-1 used as one element: position 1 keeps the driver's flags */
+        /* a chain of two at 0-1 used as one element (its used flags keep NEXT, as DPDK's
+         * dequeue keeps them): the tail at 1 is no hole to resume at, and chains make any
+         * answer less than certain */
+        for (unsigned i = 0; i < 8; i++)
+                set_desc_flags(&f, 0, i, AVAIL);
+        set_desc_flags(&f, 0, 0, AVAIL | USED | NEXT);
+        set_desc_flags(&f, 0, 2, AVAIL | USED);
+        ASSERT(!recover(m, 0, 8, true, &st, &completed));
+        ASSERT_EQ(st, 0x8003);
+        /* a chain used just before the device's position: its tails are not where it resumes */
         for (unsigned i = 0; i < 8; i++)
                 set_desc_flags(&f, 0, i, AVAIL);
         set_desc_flags(&f, 0, 0, AVAIL | USED);
-        set_desc_flags(&f, 0, 2, AVAIL | USED);
-        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, &st, &certain), 0);
-        ASSERT(!certain);
-        ASSERT_EQ(st, 0x8001);          /* the first flip: nothing skipped */
+        set_desc_flags(&f, 0, 1, AVAIL | USED | NEXT);
+        set_desc_flags(&f, 0, 2, AVAIL | NEXT);
+        ASSERT(!recover(m, 0, 8, true, &st, &completed));
+        ASSERT_EQ(st, 0x8004);
+        /* the driver in the middle of writing a chain at 5-6, its head last: its AVAIL bits
+         * change lap three times; the first flip of the USED flags is taken, not certain */
+        for (unsigned i = 0; i < 8; i++)
+                set_desc_flags(&f, 0, i, i < 5 ? AVAIL | USED : 0);
+        set_desc_flags(&f, 0, 6, AVAIL);
+        ASSERT(!recover(m, 0, 8, true, &st, &completed));
+        ASSERT_EQ(completed, 0u);
+        ASSERT_EQ(st, 0x8005);
 
-        /* through the shadow: a started packed ring resumes from guest memory */
+        /* IN_ORDER: DPDK's in-order dequeue writes one used descriptor for a batch of 4 (the
+         * first position, the last id) and never the other three: nothing is completed, and
+         * no answer is certain, holes or not */
+        for (unsigned i = 0; i < 8; i++)
+                set_desc_flags(&f, 0, i, i == 0 ? AVAIL | USED : AVAIL);
+        bool certain = true;
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, VRING_PACKED_COMPLETE | VRING_PACKED_IN_ORDER, &st,
+                                       &certain, &completed), 0);
+        ASSERT(!certain);
+        ASSERT_EQ(completed, 0u);
+        set_desc_flags(&f, 0, 4, AVAIL | USED);         /* a second batch at 4-7: 1-3 are holes */
+        ASSERT_EQ(vring_packed_recover(m, desc_addr(0), 8, VRING_PACKED_COMPLETE | VRING_PACKED_IN_ORDER, &st,
+                                       &certain, &completed), 0);
+        ASSERT(!certain);
+        ASSERT_EQ(completed, 0u);
+        ASSERT_EQ(*(uint16_t *) (f.mem + (desc_addr(0) - MEM_UADDR) + 16 * 1 + 14), AVAIL);
+
+        /* rings built as DPDK builds them, cut in the middle of a burst */
+        static const uint32_t sizes[] = { 8, 256, 2048 };
+        for (unsigned s = 0; s < ELEMENTSOF(sizes); s++) {
+                uint32_t n = sizes[s];
+                uint32_t histories[] = { 0, 3, n - 2, n, 2 * n + n / 2, 3 * n - 1 };
+                for (unsigned h = 0; h < ELEMENTSOF(histories); h++)
+                        for (uint32_t k = 1; k <= MIN(n, 32u); k += (k < 6 ? 1 : 13))
+                                for (uint32_t w = 0; w <= k; w++)
+                                        for (unsigned mode = 0; mode < 4; mode++)
+                                                check_cut_burst(&f, n, histories[h], k, w, mode & 1, mode & 2);
+        }
+        /* a burst whose head is the last descriptor of a lap and whose rest wraps to 0 */
+        check_cut_burst(&f, 8, 7, 4, 2, true, false);
+        check_cut_burst(&f, 8, 15, 8, 7, true, true);
+
+        /* through the shadow: a started packed ring resumes from guest memory (DPDK's
+         * virtio-user with in_order=0: IN_ORDER not acked) */
         send_u64(&f, VU_SET_PROTOCOL_FEATURES, DPDK_PF);
-        send_u64(&f, VU_SET_FEATURES, NET_FEATURES | VU_BIT(VIRTIO_F_RING_PACKED));
+        send_u64(&f, VU_SET_FEATURES, (NET_FEATURES & ~VU_BIT(VIRTIO_F_IN_ORDER)) | VU_BIT(VIRTIO_F_RING_PACKED));
         send_state(&f, VU_SET_VRING_NUM, 0, 8);
         send_state(&f, VU_SET_VRING_BASE, 0, 0x8000);
         send_addr(&f, 0);
         send_file(&f, VU_SET_VRING_KICK, 0);
         uint32_t base;
         bool from_memory;
+        for (unsigned i = 0; i < 8; i++)                /* the driver in the middle of a chain, as above */
+                set_desc_flags(&f, 0, i, i < 5 ? AVAIL | USED : i == 6 ? AVAIL : 0);
         ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, &from_memory), 1);      /* a best guess */
         ASSERT(from_memory);
-        ASSERT_EQ(base, 0x8001);
+        ASSERT_EQ(base, 0x8005);
         for (unsigned i = 0; i < 8; i++)
                 set_desc_flags(&f, 0, i, i < 6 ? AVAIL | USED : AVAIL);
         ASSERT_EQ(shadow_resume_index(&f.s, 0, &base, &from_memory), 0);
         ASSERT_EQ(base, 0x8006);
+        /* the head of a burst at 3 not marked used: completed in guest memory on the way */
+        set_desc_flags(&f, 0, 3, AVAIL);
+        ASSERT_EQ(shadow_resume_index_full(&f.s, 0, &base, &from_memory, &completed), 0);
+        ASSERT_EQ(base, 0x8006);
+        ASSERT_EQ(completed, 1u);
+        ASSERT_EQ(*(uint16_t *) (f.mem + (desc_addr(0) - MEM_UADDR) + 16 * 3 + 14), AVAIL | USED);
+        /* with IN_ORDER acked the same ring is a best guess, and a hole is left alone */
+        send_u64(&f, VU_SET_FEATURES, NET_FEATURES | VU_BIT(VIRTIO_F_RING_PACKED));
+        set_desc_flags(&f, 0, 3, AVAIL);
+        ASSERT_EQ(shadow_resume_index_full(&f.s, 0, &base, &from_memory, &completed), 1);
+        ASSERT_EQ(completed, 0u);
+        ASSERT_EQ(*(uint16_t *) (f.mem + (desc_addr(0) - MEM_UADDR) + 16 * 3 + 14), AVAIL);
         /* a packed ring of any size (not only powers of two) */
         send_state(&f, VU_SET_VRING_NUM, 1, 100);
         fixture_done(&f);
