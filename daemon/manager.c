@@ -214,7 +214,7 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
 
 static void on_handoff_check(void *userdata);
 
-static int on_announce(sd_event_source *s, void *userdata) {
+static int on_announce(sd_event_source *s, uint64_t usec, void *userdata) {
         port_announce_all(userdata);
         return 0;
 }
@@ -257,8 +257,8 @@ int manager_new(Manager **ret) {
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m)) < 0)
                 return r;
         if ((r = sd_event_add_post(m->event, &m->fdstore_commit, on_fdstore_commit, m)) < 0 ||
-            (r = sd_event_add_defer(m->event, &m->announce, on_announce, m)) < 0 ||
-            (r = sd_event_source_set_priority(m->announce, SD_EVENT_PRIORITY_IDLE)) < 0 ||
+            (r = sd_event_add_time_relative(m->event, &m->announce, CLOCK_MONOTONIC, ANNOUNCE_DELAY_USEC,
+                                            ANNOUNCE_DELAY_USEC / 10, on_announce, m)) < 0 ||
             (r = sd_event_source_set_enabled(m->announce, SD_EVENT_OFF)) < 0 ||
             (r = ioset_new(m->event, &m->ioset)) < 0 ||
             (r = peer_watcher_new(m->event, &m->peer_watcher)) < 0)

@@ -44,7 +44,7 @@ typedef struct Manager {
         /* replays under way and not yet boosted, oldest first; checked after every batch of the ports' sockets */
         Port *replay_head, *replay_tail;
         /* back-ends connected whose log line and event wait until their replay is sent, or
-         * the loop has nothing else to do (announce: a defer source of idle priority) */
+         * ANNOUNCE_DELAY_USEC at most (the announce timer) */
         Port *announce_head, *announce_tail;
         sd_event_source *announce;
         sd_event_source *fdstore_commit;        /* after each dispatch: FdStore commits */
