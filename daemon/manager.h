@@ -43,8 +43,8 @@ typedef struct Manager {
         uint32_t replay_handoff_ms;
         /* replays under way and not yet boosted, oldest first; checked after every batch of the ports' sockets */
         Port *replay_head, *replay_tail;
-        /* back-ends connected whose log line and event wait until their replay is sent, or
-         * ANNOUNCE_DELAY_USEC at most (the announce timer) */
+        /* back-ends connected whose log line and event wait for the next line or event (the
+         * replay's), or ANNOUNCE_DELAY_USEC at most (the announce timer) */
         Port *announce_head, *announce_tail;
         sd_event_source *announce;
         sd_event_source *fdstore_commit;        /* after each dispatch: FdStore commits */

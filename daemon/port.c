@@ -101,10 +101,11 @@ static void announce_unlink(Port *p) {
         p->announce_pending = false;
 }
 
-/* A back-end's connect is logged and sent to monitors once its replay has gone out, or
- * ANNOUNCE_DELAY_USEC after the connect if it has not (a back-end that does not answer),
- * or before anything else is logged or sent (so the order stays): formatting and writing
- * them cost 20 to 50 µs with cold caches, which the back-end would otherwise wait for. */
+/* A back-end's connect is logged and sent to monitors with the next line or event (the
+ * replay's "replay done", or its failure: so the order stays), or ANNOUNCE_DELAY_USEC after
+ * the connect at the latest (a back-end that does not answer): formatting and writing them
+ * cost 20 to 50 µs with cold caches, which the back-end would otherwise wait for, on the
+ * same CPU, before its replay. */
 static void announce_later(Port *p, const Connection *c) {
         Manager *m = p->manager;
 

@@ -132,8 +132,8 @@ typedef struct Port {
 
 int port_new(Manager *m, const PortConfig *config, Port **ret);
 /* Logs and sends to monitors the back-end connects held back (the log line and the event
- * are written once the replay has gone out, off the reconnect's critical path, or
- * ANNOUNCE_DELAY_USEC after the connect at the latest, or before any other line or event). */
+ * are written with the next line or event, "replay done" at the latest, off the
+ * reconnect's critical path, or ANNOUNCE_DELAY_USEC after the connect). */
 #define ANNOUNCE_DELAY_USEC (10 * 1000)
 void port_announce_all(Manager *m);
 Port *port_free(Port *p);

@@ -165,8 +165,6 @@ static int replay_run(Port *p) {
         }
         connection_uncork(p->backend);
         vu_msg_list_clear(&l);
-        if (p->manager->announce_head)  /* the connect's log line and event, now it is sent */
-                port_announce_all(p->manager);
         if (r < 0)
                 return 0;       /* the back-end is closed from its own dispatch */
         if (p->replay_outstanding == 0)
