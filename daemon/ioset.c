@@ -24,7 +24,14 @@ struct IoSet {
         sd_event_source *source[2];
         unsigned dispatching;           /* a batch is being served */
         IoWatch *dead;
+        void (*after_batch)(void *userdata);
+        void *after_batch_userdata;
 };
+
+void ioset_set_after_batch(IoSet *s, void (*cb)(void *userdata), void *userdata) {
+        s->after_batch = cb;
+        s->after_batch_userdata = userdata;
+}
 
 static void release_dead(IoSet *s) {
         while (s->dead) {
@@ -50,6 +57,8 @@ static int on_batch(sd_event_source *src, int fd, uint32_t revents, void *userda
         }
         if (--s->dispatching == 0)
                 release_dead(s);
+        if (s->after_batch)
+                s->after_batch(s->after_batch_userdata);
         return 0;
 }
 

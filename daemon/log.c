@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,9 +8,17 @@
 #include "log.h"
 
 int log_max_level = LOG_INFO;
+void (*log_before_write)(void);
 
 static void log_write(int level, const char *fmt, va_list ap) {
         char buf[1024];
+        if (log_before_write) {
+                void (*f)(void) = log_before_write;
+                int saved = errno;      /* for %m */
+                log_before_write = NULL;
+                f();
+                errno = saved;
+        }
         vsnprintf(buf, sizeof(buf), fmt, ap);
         fprintf(stderr, "<%d>%s\n", level, buf);
 }

@@ -9,6 +9,9 @@
 #include "macro.h"
 
 extern int log_max_level;
+/* Called once before the next line is written (then cleared): lines held back for later
+ * (a back-end's connect, announced after its replay went out) are written first, in order. */
+extern void (*log_before_write)(void);
 
 _printf_(2, 3) void log_internal(int level, const char *fmt, ...);
 _printf_(3, 4) int log_errno_internal(int level, int error, const char *fmt, ...);

@@ -52,7 +52,16 @@ static void link_map_sync(Manager *m, Port *p) {
 }
 
 void manager_port_event(Manager *m, Port *p, PortEvent e, json_object *details) {
-        json_object *ev = details ? details : json_object_new_object();
+        manager_port_event_at(m, p, e, details, now_usec(), now_realtime_usec());
+}
+
+void manager_port_event_at(Manager *m, Port *p, PortEvent e, json_object *details, uint64_t monotonic_usec,
+                           uint64_t realtime_usec) {
+        json_object *ev;
+
+        if (m->announce_head)   /* in the order they happened */
+                port_announce_all(m);
+        ev = details ? details : json_object_new_object();
 
         if (e == EVENT_LINK_UP || e == EVENT_LINK_DOWN) {
                 link_map_sync(m, p);
@@ -64,8 +73,8 @@ void manager_port_event(Manager *m, Port *p, PortEvent e, json_object *details) 
         }
         json_object_object_add(ev, "type", json_object_new_string(port_event_to_string(e)));
         json_object_object_add(ev, "port", json_object_new_string(p->config.name));
-        json_object_object_add(ev, "monotonic_usec", json_object_new_uint64(now_usec()));
-        json_object_object_add(ev, "realtime_usec", json_object_new_uint64(now_realtime_usec()));
+        json_object_object_add(ev, "monotonic_usec", json_object_new_uint64(monotonic_usec));
+        json_object_object_add(ev, "realtime_usec", json_object_new_uint64(realtime_usec));
         control_server_broadcast(m->control, ev);
         json_object_put(ev);
 }
@@ -203,7 +212,12 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
         return 0;
 }
 
-static int on_handoff_check(sd_event_source *s, void *userdata);
+static void on_handoff_check(void *userdata);
+
+static int on_announce(sd_event_source *s, uint64_t usec, void *userdata) {
+        port_announce_all(userdata);
+        return 0;
+}
 
 static int on_fdstore_commit(sd_event_source *s, void *userdata) {
         fdstore_commit_dirty(userdata);
@@ -242,11 +256,14 @@ int manager_new(Manager **ret) {
             (r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m)) < 0 ||
             (r = sd_event_add_signal(m->event, NULL, SIGHUP, on_reload_signal, m)) < 0)
                 return r;
-        if ((r = sd_event_add_post(m->event, &m->handoff_check, on_handoff_check, m)) < 0 ||
-            (r = sd_event_add_post(m->event, &m->fdstore_commit, on_fdstore_commit, m)) < 0 ||
+        if ((r = sd_event_add_post(m->event, &m->fdstore_commit, on_fdstore_commit, m)) < 0 ||
+            (r = sd_event_add_time_relative(m->event, &m->announce, CLOCK_MONOTONIC, ANNOUNCE_DELAY_USEC,
+                                            ANNOUNCE_DELAY_USEC / 10, on_announce, m)) < 0 ||
+            (r = sd_event_source_set_enabled(m->announce, SD_EVENT_OFF)) < 0 ||
             (r = ioset_new(m->event, &m->ioset)) < 0 ||
             (r = peer_watcher_new(m->event, &m->peer_watcher)) < 0)
                 return r;
+        ioset_set_after_batch(m->ioset, on_handoff_check, m);
         if (getenv("VHOST_RECOND_TEST_HOOKS")) {
                 sigemptyset(&mask);
                 sigaddset(&mask, SIGUSR1);
@@ -264,6 +281,9 @@ int manager_new(Manager **ret) {
         r = fdstore_new(m, &m->fdstore);
         if (r < 0)
                 return r;
+        /* a post source costs every dispatch one more loop iteration: only with the store */
+        if (!fdstore_enabled(m->fdstore))
+                (void) sd_event_source_set_enabled(m->fdstore_commit, SD_EVENT_OFF);
         *ret = TAKE_PTR(m);
         return 0;
 }
@@ -274,8 +294,8 @@ Manager *manager_free(Manager *m) {
         /* The control socket first: its clients must not see ports half gone. */
         m->control = control_server_free(m->control);
         sd_event_source_disable_unref(m->stop_timer);
-        sd_event_source_disable_unref(m->handoff_check);
         sd_event_source_disable_unref(m->fdstore_commit);
+        sd_event_source_disable_unref(m->announce);
         passed_fds_close_rest(m);
         for (size_t i = 0; i < m->n_ports; i++)
                 port_free(m->ports[i]);
@@ -420,12 +440,12 @@ void manager_replay_end(Manager *m, Port *p) {
         p->replay_boosted = false;
 }
 
-/* After every dispatch: O(1) unless a replay is past its threshold. */
-static int on_handoff_check(sd_event_source *s, void *userdata) {
+/* After every batch of the ports' sockets: O(1) unless a replay is past its threshold. */
+static void on_handoff_check(void *userdata) {
         Manager *m = userdata;
 
         if (!m->replay_head)
-                return 0;
+                return;
         uint64_t now = now_usec(), limit = (uint64_t) m->replay_handoff_ms * 1000;
         while (m->replay_head && m->replay_head->backend &&
                now - m->replay_head->backend->connected_usec > limit) {
@@ -435,7 +455,6 @@ static int on_handoff_check(sd_event_source *s, void *userdata) {
                 p->stats.handoffs++;
                 (void) io_watch_set_boost(p->backend->io, true);
         }
-        return 0;
 }
 
 int manager_load(Manager *m) {

@@ -41,9 +41,12 @@ typedef struct Manager {
         char *control_path;             /* --control; else the file's */
         uint32_t reply_timeout_ms;
         uint32_t replay_handoff_ms;
-        /* replays under way and not yet boosted, oldest first; checked after every dispatch */
+        /* replays under way and not yet boosted, oldest first; checked after every batch of the ports' sockets */
         Port *replay_head, *replay_tail;
-        sd_event_source *handoff_check;
+        /* back-ends connected whose log line and event wait for the next line or event (the
+         * replay's), or ANNOUNCE_DELAY_USEC at most (the announce timer) */
+        Port *announce_head, *announce_tail;
+        sd_event_source *announce;
         sd_event_source *fdstore_commit;        /* after each dispatch: FdStore commits */
         FdStore *fdstore;               /* the fd store mirror (fdstore.h) */
         IoSet *ioset;                   /* the ports' sockets (see ioset.h) */
@@ -96,6 +99,9 @@ void manager_update_status(Manager *m);
 /* A port changed: tell the control socket's monitors and the BPF link map. Takes details
  * (extra fields of the event; may be NULL). */
 void manager_port_event(Manager *m, Port *p, PortEvent e, json_object *details);
+/* The same, stamped with the times it happened at rather than now. */
+void manager_port_event_at(Manager *m, Port *p, PortEvent e, json_object *details, uint64_t monotonic_usec,
+                           uint64_t realtime_usec);
 const char *port_event_to_string(PortEvent e);
 
 uint64_t now_usec(void);

@@ -120,12 +120,22 @@ typedef struct Port {
         struct Port *replay_prev, *replay_next;
         bool replay_queued;
         bool replay_boosted;            /* its back-end is served before anything else */
+        /* the back-end's connect, not yet logged nor sent to monitors (manager_announce) */
+        struct Port *announce_next;
+        bool announce_pending;
+        struct ucred announce_peer;
+        uint64_t announce_usec, announce_realtime_usec;
         PortStats stats;
         char last_error[256];
         uint64_t last_error_usec;
 } Port;
 
 int port_new(Manager *m, const PortConfig *config, Port **ret);
+/* Logs and sends to monitors the back-end connects held back (the log line and the event
+ * are written with the next line or event, "replay done" at the latest, off the
+ * reconnect's critical path, or ANNOUNCE_DELAY_USEC after the connect). */
+#define ANNOUNCE_DELAY_USEC (10 * 1000)
+void port_announce_all(Manager *m);
 Port *port_free(Port *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Port *, port_free);
 

@@ -10,6 +10,9 @@
  *   vhost-recon-bench storm N ROUNDS HANDOFF_MS
  *   vhost-recon-bench flap N SECONDS HANDOFF_MS
  *   vhost-recon-bench idle N SECONDS
+ *   vhost-recon-bench standin CONFIG LOG DIR
+ *       runs vhost-recond under the fd store stand-in (tests/integration/fdstore-standin.h:
+ *       NOTIFY_SOCKET set, so the fd store mirror is on) until SIGTERM; run-compare.sh MIRROR=1
  *
  * Every line of output that starts with "result" is one figure, as key=value pairs. */
 #include <errno.h>
@@ -31,6 +34,7 @@
 
 #include "control-client.h"
 #include "daemon-harness.h"
+#include "fdstore-standin.h"
 #include "io.h"
 #include "macro.h"
 #include "peer.h"
@@ -637,6 +641,27 @@ static void bench_compare(const char *recond_path, const char *dpdk_path, unsign
         }
 }
 
+/* vhost-recond with the fd store mirror on, as systemd would run it (the stand-in plays
+ * systemd's part: it keeps what FDSTORE=1 sends), until SIGTERM or SIGINT. */
+static void bench_standin(const char *conf, const char *log, const char *dir) {
+        static Standin sd;
+        sigset_t mask;
+        int sig;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &mask, NULL);        /* the stand-in's thread inherits it */
+        ASSERT_EQ(standin_start(&sd, dir, conf, log), 0);
+        ASSERT(standin_wait_ready(&sd, 1, 10000));
+        printf("standin daemon_pid=%d\n", (int) standin_pid(&sd));
+        fflush(stdout);
+        sigwait(&mask, &sig);
+        printf("standin fds_stored=%zu stores=%u removes=%u starts=%u\n", standin_count(&sd), sd.stores, sd.removes,
+               sd.starts);
+        standin_stop(&sd);
+}
+
 int main(int argc, char **argv) {
         signal(SIGPIPE, SIG_IGN);
         if (argc >= 4 && !strcmp(argv[1], "replay"))
@@ -651,6 +676,8 @@ int main(int argc, char **argv) {
                 bench_storm(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
         else if (argc >= 5 && !strcmp(argv[1], "flap"))
                 bench_flap(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+        else if (argc >= 5 && !strcmp(argv[1], "standin"))
+                bench_standin(argv[2], argv[3], argv[4]);
         else if (argc >= 4 && !strcmp(argv[1], "idle"))
                 bench_idle(atoi(argv[2]), atoi(argv[3]));
         else {

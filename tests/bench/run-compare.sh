@@ -12,6 +12,10 @@
 # PERF=1: the same under perf sched record (the scheduler's timeline: /tmp/vr-compare-sched.txt).
 # STRACE=1: the same, with vhost-recond under strace -f -tt -T (its own syscalls in the
 # timeline; it slows the daemon, so those figures are not the comparison).
+# MIRROR=1: vhost-recond runs with its fd store mirror on (as under systemd with
+# FileDescriptorStoreMax=): NOTIFY_SOCKET points at the fd store stand-in of
+# tests/integration/fdstore-standin.c (vhost-recon-bench standin), which plays systemd's part
+# and keeps what FDSTORE=1 sends; DPDK has nothing like it.
 set -eu
 cd "$(dirname "$0")/../.."
 build=${1:-build-bench}
@@ -35,7 +39,16 @@ cleanup() {
 trap cleanup EXIT
 
 dpdk_write_config
-if [ "${STRACE:-0}" = 1 ]; then
+mirror=off
+if [ "${MIRROR:-0}" = 1 ]; then
+    [ "${STRACE:-0}" = 1 ] && { echo "MIRROR=1 and STRACE=1 do not go together"; exit 2; }
+    mirror="on (NOTIFY_SOCKET: the fd store stand-in)"
+    "$bench" standin "$WORK/vhost-recon.conf" "$WORK/daemon.log" "$WORK" > "$WORK/standin.out" 2>&1 &
+    standin=$!
+    PIDS="$PIDS $standin"
+    for _ in $(seq 200); do grep -q "daemon_pid=" "$WORK/standin.out" && break; sleep 0.05; done
+    grep -q "daemon_pid=" "$WORK/standin.out" || { echo "the stand-in did not start the daemon"; cat "$WORK/standin.out"; exit 1; }
+elif [ "${STRACE:-0}" = 1 ]; then
     strace -f -tt -T -o "$WORK/recond.strace" "$DAEMON" --config "$WORK/vhost-recon.conf" > "$WORK/daemon.log" 2>&1 &
     PIDS="$PIDS $!"
     # killing strace alone would leave the daemon running (and holding the lock's fd)
@@ -64,7 +77,8 @@ sleep 2
 echo "conditions: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r)," \
      "DPDK $(dpkg-query -W -f='${Version}' dpdk-dev 2>/dev/null || echo ?), $(basename "$build") build," \
      "load $(cut -d' ' -f1-3 /proc/loadavg); both testpmds (virtio-user, 1 queue pair, io forwarding) running throughout;" \
-     "A B A B, $samples samples each, ${gap} ms before every connect; the same fake back-end times both"
+     "A B A B, $samples samples each, ${gap} ms before every connect; the same fake back-end times both;" \
+     "vhost-recond's fd store mirror $mirror"
 if [ "${PERF:-0}" = 1 ]; then
     # the scheduler's view of the same run: who ran where, who woke whom, and how long it waited
     perf sched record -a -o "$WORK/perf.data" -- "$bench" compare "$WORK/port0.vswitch.sock" "$WORK/vu.sock" "$samples" "$gap"
@@ -74,6 +88,12 @@ else
     "$bench" compare "$WORK/port0.vswitch.sock" "$WORK/vu.sock" "$samples" "$gap"
 fi
 echo "after: load $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "${MIRROR:-0}" = 1 ]; then
+    kill -TERM "$standin" 2>/dev/null || true
+    wait "$standin" 2>/dev/null || true
+    grep "fds_stored=" "$WORK/standin.out" || true
+    grep -q "fd store: .* commits" "$WORK/daemon.log" && grep -o "fd store: .*" "$WORK/daemon.log" | tail -1
+fi
 if [ "${STRACE:-0}" = 1 ]; then
     cp "$WORK/recond.strace" "/tmp/vr-compare-recond.strace"
     echo "vhost-recond's strace: /tmp/vr-compare-recond.strace"

@@ -29,22 +29,13 @@ print("| measure | vhost-recond | target | |")
 print("| --- | --- | --- | --- |")
 for qp in (1, 4):
     r = get(bench="replay", queue_pairs=qp)
-    d = get(bench="dpdk-reconnect", queue_pairs=qp)
     if r:
         print(f"| replay, {qp} queue pair(s): back-end connect -> DRIVER_OK, p50 / p99 / max | "
               f"{ms(r['p50_us'])} / {ms(r['p99_us'])} / {ms(r['max_us'])} | | |")
-    if r and d:
-        ratio = int(r["p50_us"]) / int(d["p50_us"])
-        settled = f" (its last message, after DRIVER_OK: p50 {ms(d['settled_p50_us'])})" if "settled_p50_us" in d else ""
-        print(f"| DPDK 22.11 virtio-user server mode, {qp} queue pair(s), same peer, to DRIVER_OK, p50 / p99 / max | "
-              f"{ms(d['p50_us'])} / {ms(d['p99_us'])} / {ms(d['max_us'])}{settled} | | |")
-        print(f"| ratio of p50s, vhost-recond / DPDK, {qp} queue pair(s) | {ratio:.2f} | at most 0.33 | {verdict(ratio <= 0.33)} |")
 f = get(bench="floor")
-d = get(bench="dpdk-reconnect", queue_pairs=1)
 if f:
-    ratio = f" ({int(f['p50_us']) / int(d['p50_us']):.2f} of DPDK's p50)" if d else ""
     print(f"| floor: a stand-in sends the whole 1-queue-pair replay the moment it accepts, p50 / p99 / max | "
-          f"{ms(f['p50_us'])} / {ms(f['p99_us'])} / {ms(f['max_us'])}{ratio} | | |")
+          f"{ms(f['p50_us'])} / {ms(f['p99_us'])} / {ms(f['max_us'])} | | |")
 for n in (64, 256, 1024):
     for h in (0, 2):
         r = get(bench="storm", ports=n, handoff_ms=h)
@@ -84,9 +75,3 @@ if r:
           f"(of which anonymous {r['anon_per_port_with_device_kib']} KiB) | at most 32 KiB | {verdict(per <= 32)} |")
     print(f"| CPU of an idle daemon with {r['ports']} ports over {r['idle_seconds']} s | {r['cpu_ms']} ms, "
           f"{r['wakeups']} wakeups | none | {verdict(float(r['cpu_ms']) == 0)} |")
-d, v = get(bench="throughput", path="direct"), get(bench="throughput", path="daemon")
-if d and v:
-    dp, vp = int(d["rx_pps"]), int(v["rx_pps"])
-    rel = f"{100.0 * vp / dp:.0f} % of direct" if dp else "-"
-    print(f"| DPDK testpmd throughput (flowgen -> mac), direct / through vhost-recond | "
-          f"{dp / 1e6:.2f} / {vp / 1e6:.2f} Mpps ({rel}) | the same | |")
