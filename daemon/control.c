@@ -47,6 +47,8 @@ static const char interface_description[] =
         "  vrings: int,\n"
         "  vrings_started: int,\n"
         "  memory_regions: int,\n"
+        "  iotlb_entries: int,\n"
+        "  iotlb_not_kept: int,\n"
         "  counters: Counters,\n"
         "  last_error: ?string\n"
         ")\n"

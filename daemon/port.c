@@ -644,6 +644,10 @@ json_object *port_to_json(const Port *p) {
         json_object_object_add(o, "vrings", json_object_new_int(s->n_vrings));
         json_object_object_add(o, "vrings_started", json_object_new_int(started));
         json_object_object_add(o, "memory_regions", json_object_new_int(s->memory.n_regions));
+        /* ACCESS_PLATFORM: the translations kept for the next back-end, and the updates not kept
+         * (past the bound, or outside the memory table) that a back-end must ask for again */
+        json_object_object_add(o, "iotlb_entries", json_object_new_int((int) s->iotlb.n));
+        json_object_object_add(o, "iotlb_not_kept", json_object_new_uint64(s->iotlb.not_kept));
         /* a live migration under way: the front-end logs, and the log is in every replay */
         json_object_object_add(o, "dirty_logging", json_object_new_boolean(shadow_logging(s)));
 

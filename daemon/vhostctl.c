@@ -278,6 +278,8 @@ static int cmd_status(const char *name) {
         printf("  %-19s 0x%" PRIx64 "\n", "device status:", get_u64(p, "status"));
         printf("  %-19s %" PRIu64 " (%" PRIu64 " started)\n", "vrings:", get_u64(p, "vrings"), get_u64(p, "vrings_started"));
         printf("  %-19s %" PRIu64 "\n", "memory regions:", get_u64(p, "memory_regions"));
+        printf("  %-19s %" PRIu64 " entries, %" PRIu64 " updates not kept\n", "IOTLB:", get_u64(p, "iotlb_entries"),
+               get_u64(p, "iotlb_not_kept"));
         printf("  %-19s %" PRIu64 " ok, %" PRIu64 " failed, %" PRIu64 " incompatible\n", "replays:",
                get_u64(c, "replays_ok"), get_u64(c, "replays_failed"), get_u64(c, "incompatible"));
         printf("  %-19s front-end %" PRIu64 ", back-end %" PRIu64 ", refused %" PRIu64 ", failed %" PRIu64 "\n",

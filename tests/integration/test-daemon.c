@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "control-client.h"
 #include "daemon-harness.h"
 #include "io.h"
 #include "macro.h"
@@ -618,6 +619,16 @@ static void test_iommu(void) {
                 seen[n++] = b.log[i].payload.iotlb.iova;
         }
         ASSERT_EQ(n, 3);                /* the invalidated one is gone */
+        /* and GetPort counts what the shadow keeps */
+        char ctl[128];
+        snprintf(ctl, sizeof(ctl), "%s/control", d.dir);
+        json_object *params = json_object_new_object();
+        json_object_object_add(params, "name", json_object_new_string("port0"));
+        json_object *gp = control_call_ok(ctl, "io.vhostrecon.GetPort", params);
+        json_object *port = json_object_object_get(gp, "port");
+        ASSERT_EQ(json_object_get_int(json_object_object_get(port, "iotlb_entries")), 3);
+        ASSERT_EQ(json_object_get_int(json_object_object_get(port, "iotlb_not_kept")), 0);
+        json_object_put(gp);
         ASSERT_EQ(seen[0], 0x40000000);        /* in IOVA order */
         ASSERT_EQ(seen[1], used0);
         ASSERT_EQ(seen[2], used1);
