@@ -8,15 +8,26 @@
 #include "log.h"
 
 int log_max_level = LOG_INFO;
-void (*log_before_write)(void);
+static void (*before_write)(void *userdata);
+static void *before_write_userdata;
+
+void log_set_before_write(void (*f)(void *userdata), void *userdata) {
+        before_write = f;
+        before_write_userdata = userdata;
+}
+
+void log_cancel_before_write(void (*f)(void *userdata)) {
+        if (before_write == f)
+                before_write = NULL;
+}
 
 static void log_write(int level, const char *fmt, va_list ap) {
         char buf[1024];
-        if (log_before_write) {
-                void (*f)(void) = log_before_write;
+        if (before_write) {
+                void (*f)(void *) = before_write;
                 int saved = errno;      /* for %m */
-                log_before_write = NULL;
-                f();
+                before_write = NULL;
+                f(before_write_userdata);
                 errno = saved;
         }
         vsnprintf(buf, sizeof(buf), fmt, ap);

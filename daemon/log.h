@@ -9,9 +9,11 @@
 #include "macro.h"
 
 extern int log_max_level;
-/* Called once before the next line is written (then cleared): lines held back for later
- * (a back-end's connect, announced after its replay went out) are written first, in order. */
-extern void (*log_before_write)(void);
+/* f(userdata) is called once before the next line is written (then forgotten): lines held
+ * back for later (a back-end's connect, announced after its replay went out) are written
+ * first, in order. log_cancel_before_write(f) forgets f if it is still set. */
+void log_set_before_write(void (*f)(void *userdata), void *userdata);
+void log_cancel_before_write(void (*f)(void *userdata));
 
 _printf_(2, 3) void log_internal(int level, const char *fmt, ...);
 _printf_(3, 4) int log_errno_internal(int level, int error, const char *fmt, ...);

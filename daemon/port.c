@@ -77,11 +77,8 @@ void port_throttle_frontend(Port *p) {
         connection_update_events(fe);
 }
 
-static Manager *announce_manager;     /* for the log's hook */
-
-static void announce_hook(void) {
-        if (announce_manager)
-                port_announce_all(announce_manager);
+static void announce_hook(void *userdata) {
+        port_announce_all(userdata);
 }
 
 static void announce_unlink(Port *p) {
@@ -99,6 +96,8 @@ static void announce_unlink(Port *p) {
                 m->announce_tail = prev;
         p->announce_next = NULL;
         p->announce_pending = false;
+        if (!m->announce_head)          /* nothing held back: the hook must not outlive the manager */
+                log_cancel_before_write(announce_hook);
 }
 
 /* A back-end's connect is logged and sent to monitors with the next line or event (the
@@ -119,8 +118,7 @@ static void announce_later(Port *p, const Connection *c) {
         else
                 m->announce_head = p;
         m->announce_tail = p;
-        announce_manager = m;
-        log_before_write = announce_hook;
+        log_set_before_write(announce_hook, m);
         if (m->announce_head == p) {    /* the first one held back: the timer from now */
                 (void) sd_event_source_set_time_relative(m->announce, ANNOUNCE_DELAY_USEC);
                 (void) sd_event_source_set_enabled(m->announce, SD_EVENT_ONESHOT);
@@ -131,8 +129,7 @@ void port_announce_all(Manager *m) {
         Port *list = m->announce_head;
 
         m->announce_head = m->announce_tail = NULL;
-        if (log_before_write == announce_hook)
-                log_before_write = NULL;
+        log_cancel_before_write(announce_hook);
         (void) sd_event_source_set_enabled(m->announce, SD_EVENT_OFF);
         while (list) {
                 Port *p = list;
