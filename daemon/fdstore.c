@@ -78,7 +78,7 @@ struct FdStore {
         int *wanted;            /* scratch: WANTED_MAX fds */
         bool full_logged;
         int notify_fd;          /* one socket to NOTIFY_SOCKET for all the store's messages */
-        char *crash_file;       /* tests only: see crash_point() */
+        char *crash_at;         /* tests only: see crash_point() */
         struct sockaddr_un notify_addr;
         socklen_t notify_len;
         FdStoreStats stats;
@@ -123,27 +123,29 @@ static void notify_open(FdStore *s) {
         s->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 }
 
-/* Tests only (VHOST_RECOND_TEST_HOOKS=1 and VHOST_RECOND_TEST_CRASH_FILE=PATH): the process
- * kills itself at the point named in the file, once (the file is removed first), so that
- * each of the instants named in fdstore.h can be hit on purpose. */
-static void crash_point(FdStore *s, const char *point) {
+/* Tests only (VHOST_RECOND_TEST_HOOKS=1 and VHOST_RECOND_TEST_CRASH_FILE=PATH): a process
+ * that finds the file at its start takes the point named in it and removes the file; it then
+ * kills itself there, so that each of the instants named in fdstore.h can be hit on purpose,
+ * once. Read at the start, not at each point: a system call there would widen the very
+ * windows the points are in. */
+static char *crash_point_read(const char *path) {
         char buf[64];
-
-        if (!s->crash_file)
-                return;
-        int fd = open(s->crash_file, O_RDONLY | O_CLOEXEC);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-                return;
+                return NULL;
         ssize_t n = read(fd, buf, sizeof(buf) - 1);
         safe_close(fd);
+        (void) unlink(path);
         if (n <= 0)
-                return;
+                return NULL;
         buf[n] = 0;
         buf[strcspn(buf, "\n")] = 0;
-        if (strcmp(buf, point) != 0)
-                return;
-        (void) unlink(s->crash_file);
-        raise(SIGKILL);
+        return strdup(buf);
+}
+
+static void crash_point(FdStore *s, const char *point) {
+        if (s->crash_at && strcmp(s->crash_at, point) == 0)
+                raise(SIGKILL);
 }
 
 static bool same_file(FdStore *s, int a, int b) {
@@ -302,7 +304,7 @@ int fdstore_new(Manager *m, FdStore **ret) {
                 }
         }
         if (getenv("VHOST_RECOND_TEST_HOOKS") && getenv("VHOST_RECOND_TEST_CRASH_FILE"))
-                s->crash_file = strdup(getenv("VHOST_RECOND_TEST_CRASH_FILE"));
+                s->crash_at = crash_point_read(getenv("VHOST_RECOND_TEST_CRASH_FILE"));
         s->wanted = calloc(WANTED_MAX, sizeof(int));
         if (!s->wanted)
                 return free(s), -ENOMEM;
@@ -338,7 +340,7 @@ FdStore *fdstore_free(FdStore *s) {
                 entry_drop(s, s->entries[0], false);
         free(s->entries);
         free(s->wanted);
-        free(s->crash_file);
+        free(s->crash_at);
         safe_close(s->notify_fd);
         free(s);
         return NULL;

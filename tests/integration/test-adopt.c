@@ -49,7 +49,8 @@ static void crash_and(void (*while_down)(void)) {
 static FrontendPeer fe;
 static BackendPeer be;
 
-/* The next daemon kills itself at `point` (once). */
+/* The daemon kills itself at `point` (once): a daemon reads the point at its start, so one
+ * is started to read it (the old one killed, which the adoption takes like any crash). */
 static void arm_crash(const char *point) {
         char path[160];
         snprintf(path, sizeof(path), "%s/crash-at", d.dir);
@@ -57,6 +58,8 @@ static void arm_crash(const char *point) {
         ASSERT(f);
         fprintf(f, "%s\n", point);
         fclose(f);
+        crash_and(NULL);
+        ASSERT(access(path, F_OK) < 0);        /* taken */
 }
 
 static void wait_restarted(unsigned starts) {
@@ -170,10 +173,10 @@ int main(void) {
 
         /* 4. killed after a request was journaled, before it left the socket */
         size_t mark = be.n_log;
-        unsigned starts = sd.starts;
         int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         ASSERT(ev >= 0);
         arm_crash("read-journaled");
+        unsigned starts = sd.starts;
         vu_msg_init_u64(&m, VU_SET_VRING_CALL, 0);
         m.fds[0] = ev;
         m.n_fds = 1;
@@ -189,8 +192,8 @@ int main(void) {
 
         /* 5. killed right after a reply went out, before it was counted; the front-end had not
          *    read it yet: it is still queued for the front-end, so it went out */
-        starts = sd.starts;
         arm_crash("reply-sent");
+        starts = sd.starts;
         vu_msg_init(&m, VU_GET_FEATURES, 0);
         ASSERT_EQ(frontend_peer_send(&fe, &m), 0);
         wait_restarted(starts);
@@ -203,9 +206,9 @@ int main(void) {
 
         /* 6. the same, but the front-end read the answer while the daemon was down and sent
          *    nothing since: a reply never sent looks the same, so the connection is closed */
+        arm_crash("reply-sent");
         starts = sd.starts;
         standin_hold(&sd, true);
-        arm_crash("reply-sent");
         ASSERT_EQ(frontend_peer_send(&fe, &m), 0);
         ASSERT_EQ(frontend_peer_recv(&fe, &reply, 2000), 0);
         for (int i = 0; i < 5000 && standin_pid(&sd) != -1; i++)
@@ -222,8 +225,8 @@ int main(void) {
                "closed with a log line\n");
 
         /* 7. killed right after a front-end connection was accepted and stored */
-        starts = sd.starts;
         arm_crash("frontend-stored");
+        starts = sd.starts;
         ASSERT_EQ(peers_setup_device(fe0, be0, &fe, &be, 2), 0);
         ASSERT(sd.starts > starts);
         ASSERT(daemon_log_wait(&d, "port0: the front-end connection accepted just before the crash", 2000));
@@ -235,11 +238,11 @@ int main(void) {
          *    loss was committed before the accept (a state without a front-end) or not (the
          *    state still names the one that left: "fresh"), the new one is taken back with no
          *    device and sets one up. */
+        arm_crash("frontend-stored");
         starts = sd.starts;
         pid_t pid = standin_pid(&sd);
         ASSERT_EQ(kill(pid, SIGSTOP), 0);
         frontend_peer_close(&fe);
-        arm_crash("frontend-stored");
         ASSERT_EQ(frontend_peer_open(&fe, fe0, 1u << 20), 0);
         ASSERT_EQ(kill(pid, SIGCONT), 0);
         wait_restarted(starts);

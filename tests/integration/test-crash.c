@@ -333,6 +333,14 @@ static void *killer_run(void *userdata) {
         return NULL;
 }
 
+/* How many times needle is in log. */
+static unsigned count_in(const char *log, const char *needle) {
+        unsigned n = 0;
+        for (const char *p = log; (p = strstr(p, needle)); p++)
+                n++;
+        return n;
+}
+
 static int count_fds(pid_t pid) {
         Daemon d = { .pid = pid };
         return daemon_fd_count(&d);
@@ -467,28 +475,16 @@ int main(void) {
 
         qsort(restart + 1, crashes, sizeof(uint64_t), test_cmp_u64);
         char *log = daemon_log_read(&r.d);
-        unsigned kept_be = 0, replayed_be = 0, journal = 0, mid_read = 0, mid_reply = 0, mid_other = 0, not_named = 0;
-        unsigned on_socket = 0, reply_reached = 0, pending = 0;
-        for (const char *p = log; (p = strstr(p, "back-end kept")); p++)
-                kept_be++;
-        for (const char *p = log; (p = strstr(p, "gets a full replay")); p++)
-                replayed_be++;
-        for (const char *p = log; (p = strstr(p, "replayed from the journal")); p++)
-                journal++;
-        for (const char *p = log; (p = strstr(p, "died while reading the front-end")); p++)
-                mid_read++;
-        for (const char *p = log; (p = strstr(p, "died while answering on the front-end")); p++)
-                mid_reply++;
-        for (const char *p = log; (p = strstr(p, "died while writing or relaying on the front-end")); p++)
-                mid_other++;
-        for (const char *p = log; (p = strstr(p, "front-end connection is not in the fd store")); p++)
-                not_named++;
-        for (const char *p = log; (p = strstr(p, "still on the socket")); p++)
-                on_socket++;
-        for (const char *p = log; (p = strstr(p, "and the answer reached it")); p++)
-                reply_reached++;
-        for (const char *p = log; (p = strstr(p, "accepted just before the crash")); p++)
-                pending++;
+        unsigned kept_be = count_in(log, "back-end kept");
+        unsigned replayed_be = count_in(log, "gets a full replay");
+        unsigned journal = count_in(log, "replayed from the journal");
+        unsigned mid_read = count_in(log, "died while reading the front-end");
+        unsigned mid_reply = count_in(log, "died while answering on the front-end");
+        unsigned mid_other = count_in(log, "died while writing or relaying on the front-end");
+        unsigned not_named = count_in(log, "front-end connection is not in the fd store");
+        unsigned on_socket = count_in(log, "still on the socket");
+        unsigned reply_reached = count_in(log, "and the answer reached it");
+        unsigned pending = count_in(log, "accepted just before the crash");
         free(log);
         printf("%u crashes (SIGKILL at 0-3 ms into: %u call changes, %u enable toggles, %u call changes while the "
                "back-end flapped, %u front-end set-ups)\n", crashes, ops[0], ops[1], ops[2], ops[3]);
