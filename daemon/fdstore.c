@@ -665,7 +665,6 @@ static int state_file_open(FdStore *s, PortMirror *pm) {
                 return -errno;
         }
         (void) state_file_init(map, state_size);
-        ((StateFileHeader *) map)->reserved |= STATE_HEADER_READ_SEQ;
         StoreEntry *e = entry_store(s, fd, "s");
         safe_close(fd);
         if (!e) {
