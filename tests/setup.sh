@@ -8,7 +8,10 @@ packages=(meson ninja-build gcc pkg-config libsystemd-dev libconfig-dev libbpf-d
           dpdk dpdk-dev librte-net-vhost23 librte-net-virtio23 librte-mempool-ring23
           openvswitch-switch-dpdk bpftool scdoc qemu-system-common qemu-system-x86 qemu-utils
           cpio gzip xz-utils zstd busybox-static clang libclang-rt-14-dev python3 strace valgrind
-          systemd iproute2 procps socat)
+          systemd iproute2 procps socat
+          libmicrohttpd-dev prometheus prometheus-node-exporter
+          debhelper devscripts lintian fakeroot dpkg-dev
+          libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
