@@ -382,6 +382,14 @@ static int open_side(Port *p, PortSide side) {
         if (r == -ESRCH)
                 return log_error_errno(EINVAL, "%s: socket_group '%s' does not exist", p->config.name,
                                        p->config.socket_group);
+        if (r == -EPERM && p->config.socket_group)
+                return log_error_errno(r, "%s: cannot give %s to socket_group '%s': vhost-recond (uid %u) is not "
+                                       "a member of it (under systemd: SupplementaryGroups=%s)", p->config.name,
+                                       sc->path, p->config.socket_group, (unsigned) geteuid(), p->config.socket_group);
+        if (r == -EACCES)
+                return log_error_errno(r, "%s: cannot listen on %s: its directory is not writable by vhost-recond "
+                                       "(uid %u); give the directory to that user or use /run/vhost-recon", p->config.name,
+                                       sc->path, (unsigned) geteuid());
         if (r < 0)
                 return log_error_errno(r, "%s: cannot listen on %s: %m", p->config.name, sc->path);
         r = io_watch_add(p->manager->ioset, &p->listen_source[side], p->listen_fd[side], EPOLLIN, port_accept, p);
