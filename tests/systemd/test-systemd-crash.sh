@@ -64,6 +64,9 @@ UNITS=$(find "$WORK/root" -name 'vhost-recon@.socket' -printf '%h\n')
 SBIN=$(find "$WORK/root" -name vhost-recond -type f -printf '%h\n')
 CTL=$(find "$WORK/root" -name vhostctl -type f)
 [ -n "$UNITS" ] && [ -n "$SBIN" ] && [ -n "$CTL" ] || fail "the install lacks units or binaries"
+# The units run vhost-recond as the vhost-recon system user: create it as the package does.
+systemd-sysusers "$(find "$WORK/root" -path '*/sysusers.d/vhost-recon.conf')" > /dev/null ||
+    fail "systemd-sysusers could not create the vhost-recon user"
 prefix_sbin=$(grep -o '^ExecStart=[^ ]*' "$UNITS/vhost-recon@.service" | sed 's/ExecStart=//; s|/vhost-recond$||')
 conf=$(grep -o -- '--config [^ ]*' "$UNITS/vhost-recon@.service" | sed 's/--config //')
 mkdir -p "$WORK/units/$U.service.d"

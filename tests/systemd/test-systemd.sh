@@ -54,6 +54,9 @@ UNITS=$(find "$WORK/root" -name 'vhost-recon@.socket' -printf '%h\n')
 SBIN=$(find "$WORK/root" -name vhost-recond -type f -printf '%h\n')
 CTL=$(find "$WORK/root" -name vhostctl -type f)
 [ -n "$UNITS" ] && [ -n "$SBIN" ] && [ -n "$CTL" ] || fail "the install lacks units or binaries"
+# The units run vhost-recond as the vhost-recon system user: create it as the package does.
+systemd-sysusers "$(find "$WORK/root" -path '*/sysusers.d/vhost-recon.conf')" > /dev/null ||
+    fail "systemd-sysusers could not create the vhost-recon user"
 prefix_sbin=$(grep -o '^ExecStart=[^ ]*' "$UNITS/vhost-recon.service" | sed 's/ExecStart=//; s|/vhost-recond$||')
 conf=$(grep -o -- '--config [^ ]*' "$UNITS/vhost-recon.service" | sed 's/--config //')
 mkdir -p "$WORK/units"
@@ -64,7 +67,9 @@ done
 systemd-analyze verify --man=no "$WORK/units/vhost-recon.service" "$WORK/units/vhost-recon@.service" \
     "$WORK/units/vhost-recon@.socket" > "$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log"; fail "systemd-analyze verify"; }
 echo "ok: systemd-analyze verify passes on the installed units"
-systemd-analyze security --offline=true "$WORK/units/vhost-recon.service" 2>/dev/null | tail -1
+for u in vhost-recon.service vhost-recon@.service; do
+    printf '%s: ' "$u"; systemd-analyze security --offline=true "$WORK/units/$u" 2>/dev/null | tail -1
+done
 
 cat > "$WORK/vhost-recon.conf" <<CONF
 control = "/run/vhost-recon/control";
@@ -84,12 +89,16 @@ sd systemctl start vhost-recon@port7 || fail "systemctl start vhost-recon@port7"
 wait_active vhost-recon@port7 || fail "vhost-recon@port7 is not active"
 status=$(sd systemctl show -p StatusText --value vhost-recon@port7)
 [ "$status" = "1 port, 0 up" ] || fail "status line is '$status'"
+user=$(sd ps -o user= -p "$(sd systemctl show -p MainPID --value vhost-recon@port7)" | tr -d ' ')
+[ "$user" = vhost-recon ] || fail "vhost-recond runs as '$user', not as vhost-recon"
+caps=$(sd grep CapEff "/proc/$(sd systemctl show -p MainPID --value vhost-recon@port7)/status" | awk '{print $2}')
+[ "$caps" = 0000000000000000 ] || fail "vhost-recond has capabilities $caps"
 [ -S "$ROOT/run/vhost-recon/port7.sock" ] && [ -S "$ROOT/run/vhost-recon/port7.vswitch.sock" ] ||
     fail "no default sockets for port7"
 sleep 3
 [ "$(sd systemctl show -p NRestarts --value vhost-recon@port7)" = 0 ] && wait_active vhost-recon@port7 ||
     fail "the watchdog restarted vhost-recon@port7"
-echo "ok: systemctl start vhost-recon@port7: active, status \"$status\", watchdog (1 s) quiet for 3 s"
+echo "ok: systemctl start vhost-recon@port7: active, status \"$status\", user $user, no capability, watchdog (1 s) quiet for 3 s"
 sd systemctl stop vhost-recon@port7
 
 # 2. socket activation
