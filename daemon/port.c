@@ -159,7 +159,20 @@ static int port_attach(Port *p, PortSide side, int fd) {
                 p->stats.refused_peers++;
                 port_set_error(p, "%s peer uid %u gid %u refused by allow_uids/allow_gids",
                                port_side_to_string(side), (unsigned) c->peer.uid, (unsigned) c->peer.gid);
-                log_warning("%s: %s", p->config.name, p->last_error);
+                /* a client-mode side backs off by itself; an accepting side is paced by the peer */
+                if ((side == PORT_FRONTEND ? p->config.frontend : p->config.backend).mode == SIDE_CLIENT || p->refused_logged_usec[side] == 0 ||
+                    p->refused_logged_uid[side] != c->peer.uid ||
+                    p->last_error_usec - p->refused_logged_usec[side] >= PORT_REFUSED_LOG_USEC) {
+                        if (p->refused_unlogged[side] > 0)
+                                log_warning("%s: %s (refused %" PRIu64 " more times since the last line)",
+                                            p->config.name, p->last_error, p->refused_unlogged[side]);
+                        else
+                                log_warning("%s: %s", p->config.name, p->last_error);
+                        p->refused_logged_usec[side] = p->last_error_usec;
+                        p->refused_logged_uid[side] = c->peer.uid;
+                        p->refused_unlogged[side] = 0;
+                } else
+                        p->refused_unlogged[side]++;
                 connection_free(c);
                 return -EPERM;
         }
@@ -390,6 +403,9 @@ static int open_side(Port *p, PortSide side) {
                 return log_error_errno(r, "%s: cannot listen on %s: its directory is not writable by vhost-recond "
                                        "(uid %u); give the directory to that user or use /run/vhost-recon", p->config.name,
                                        sc->path, (unsigned) geteuid());
+        if (r == -EROFS)
+                return log_error_errno(r, "%s: cannot listen on %s: read-only here (under systemd: add its "
+                                       "directory to ReadWritePaths= in a drop-in)", p->config.name, sc->path);
         if (r < 0)
                 return log_error_errno(r, "%s: cannot listen on %s: %m", p->config.name, sc->path);
         r = io_watch_add(p->manager->ioset, &p->listen_source[side], p->listen_fd[side], EPOLLIN, port_accept, p);

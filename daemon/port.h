@@ -128,7 +128,15 @@ typedef struct Port {
         PortStats stats;
         char last_error[256];
         uint64_t last_error_usec;
+        /* the same peer refused again on a side is logged at most every PORT_REFUSED_LOG_USEC:
+         * a front-end that reconnects at once (QEMU's vhost-user client does) would flood the
+         * journal */
+        uint64_t refused_logged_usec[_PORT_SIDE_MAX];
+        uid_t refused_logged_uid[_PORT_SIDE_MAX];
+        uint64_t refused_unlogged[_PORT_SIDE_MAX];
 } Port;
+
+#define PORT_REFUSED_LOG_USEC (10 * 1000000ull)
 
 int port_new(Manager *m, const PortConfig *config, Port **ret);
 /* Logs and sends to monitors the back-end connects held back (the log line and the event
