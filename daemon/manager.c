@@ -479,11 +479,17 @@ int manager_load(Manager *m) {
         r = wanted_ports(m, m->config, &wanted, &n);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up ports: %m");
-        for (size_t i = 0; i < n && r >= 0; i++)
-                r = add_port(m, &wanted[i]);
+        /* A port that cannot start (its error is logged) does not keep the others down; the
+         * daemon fails only when every port did. */
+        size_t failed = 0;
+        for (size_t i = 0; i < n; i++)
+                if ((r = add_port(m, &wanted[i])) < 0)
+                        failed++;
         free_wanted(wanted, n);
-        if (r < 0)
+        if (failed > 0 && failed == n)
                 return r;
+        if (failed > 0)
+                log_warning("%zu of %zu ports could not start (see above); serving the others", failed, n);
         r = control_server_new(m, m->control_path ? m->control_path : m->config->control, m->config->control_mode,
                                m->config->control_group, m->config->admin_group, &m->control);
         if (r < 0)
