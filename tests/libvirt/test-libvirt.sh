@@ -230,8 +230,8 @@ ovs_kill_vswitchd
 sleep 1
 ovs_start_vswitchd 1
 ovs_add_flow_retry br0 "$FLOW" 60 || fail "OVS does not take the flow again"
-wait_journal_count "vhu0: replay done" $((replays + 1)) 60 || fail "(a) no replay to the restarted OVS"
 check_round "(a) ovs-vswitchd SIGKILLed and restarted" 1
+wait_journal_count "vhu0: replay done" $((replays + 1)) 5 || fail "(a) traffic without a replay to the restarted OVS?"
 
 # (b), (c) vhost-recond itself
 restored=$(journal_count "vhu0: restored from the fd store")
