@@ -42,11 +42,14 @@ LIBVIRTD_PID=
 DOM=vr-guest-$$
 cleanup() {
     [ -n "$LIBVIRTD_PID" ] && { virsh destroy "$DOM" >/dev/null 2>&1; kill "$LIBVIRTD_PID" 2>/dev/null; wait "$LIBVIRTD_PID" 2>/dev/null; }
+    # this run's QEMU only (its -name is the domain's, unique to this run), if libvirtd went first
+    pkill -9 -f -- "-name guest=$DOM," 2>/dev/null
     ovs_cleanup
     sandbox_stop "$WORK" "$NAME"
     [ -n "${KEEP_TEST_LOGS:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 fail() {
     echo "FAIL: $*"
     sandbox_run "$WORK" journalctl --no-pager -n 40 2>/dev/null | tail -40
