@@ -42,7 +42,8 @@ static void help(void) {
                "  disconnect PORT frontend|backend\n"
                "                                close one side (the back-end is stopped cleanly\n"
                "                                first; the next back-end gets a full replay)\n"
-               "  reload                        reload the configuration file\n\n"
+               "  reload                        reload the configuration file\n"
+               "  metrics                       the Prometheus text of GET /metrics (textfile collector)\n\n"
                "Options:\n"
                "  -s --socket PATH              control socket (default %s)\n"
                "  -j --json                     JSON output (monitor: one object per line)\n"
@@ -352,6 +353,25 @@ static int cmd_reload(void) {
         return EXIT_OK;
 }
 
+/* The text of GET /metrics, for node_exporter's textfile collector (with --json: {"text": ...}). */
+static int cmd_metrics(void) {
+        json_object *r = call("io.vhostrecon.Metrics", NULL);
+        const char *text = get_str(r, "text");
+        if (!text) {
+                fprintf(stderr, "vhostctl: the reply has no metrics text\n");
+                json_object_put(r);
+                return EXIT_FAIL;
+        }
+        if (arg_json)
+                print_json(r);
+        else if (fputs(text, stdout) == EOF || fflush(stdout) == EOF) {
+                json_object_put(r);
+                return EXIT_FAIL;
+        }
+        json_object_put(r);
+        return EXIT_OK;
+}
+
 int main(int argc, char *argv[]) {
         enum { ARG_VERSION = 0x100 };
         static const struct option options[] = {
@@ -395,6 +415,8 @@ int main(int argc, char *argv[]) {
                 return cmd_disconnect(a[1], a[2]);
         if (n == 1 && strcmp(a[0], "reload") == 0)
                 return cmd_reload();
+        if (n == 1 && strcmp(a[0], "metrics") == 0)
+                return cmd_metrics();
         fprintf(stderr, "vhostctl: %s; see vhostctl --help\n", n == 0 ? "no command given" : "unknown command or wrong arguments");
         return EXIT_USAGE;
 }
