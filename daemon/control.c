@@ -78,6 +78,8 @@ static const char interface_description[] =
         "method Disconnect(name: string, side: string) -> ()\n"
         "# Reloads the configuration file. Needs uid 0 or the admin group.\n"
         "method Reload() -> ()\n"
+        "# Everything GET /metrics serves, in the Prometheus text format 0.0.4.\n"
+        "method Metrics() -> (text: string)\n"
         "\n"
         "error NoSuchPort (name: string)\n"
         "error NotConnected (name: string, side: string)\n"
@@ -330,6 +332,27 @@ static int method_reload(ControlClient *c, json_object *params) {
         return reply(c, NULL, false);
 }
 
+static int method_metrics(ControlClient *c, json_object *params) {
+        Manager *m = c->server->manager;
+        JsonBuf text = {}, b = {};
+        size_t size;
+
+        metrics_write_all(m, &text, false);
+        json_buf_put(&text, "", 1);             /* a C string for the escaping */
+        if (text.oom) {
+                json_buf_done(&text);
+                return -ENOMEM;
+        }
+        json_buf_puts(&b, "{\"parameters\":{\"text\":");
+        json_buf_put_string(&b, text.data ? text.data : "");
+        json_buf_puts(&b, "}}");
+        json_buf_done(&text);
+        char *buf = json_buf_steal(&b, &size);  /* with the Varlink terminator */
+        if (!buf)
+                return -ENOMEM;
+        return client_queue(c, buf, size);
+}
+
 static int dispatch(ControlClient *c, const char *text) {
         VarlinkCall call;
         const char *reason = NULL;
@@ -357,6 +380,8 @@ static int dispatch(ControlClient *c, const char *text) {
                 r = method_disconnect(c, call.parameters);
         else if (strcmp(m, INTERFACE ".Reload") == 0)
                 r = method_reload(c, call.parameters);
+        else if (strcmp(m, INTERFACE ".Metrics") == 0)
+                r = method_metrics(c, call.parameters);
         else if (strncmp(m, INTERFACE ".", strlen(INTERFACE) + 1) == 0 ||
                  strncmp(m, "org.varlink.service.", 20) == 0)
                 r = reply_error(c, "org.varlink.service.MethodNotFound", param1("method", m));

@@ -164,8 +164,10 @@ int port_frontend_message(Port *p, VuMsg *m) {
         const char *reason = NULL;
         int r;
 
+        metrics_frontend_request(p, m->hdr.request);
         r = vu_msg_check_request(m, &reason);
         if (r < 0) {
+                metrics_message_refused(p, REFUSED_MALFORMED);
                 port_set_error(p, "front-end sent a bad %s (%u): %s", vu_request_to_string(m->hdr.request),
                                m->hdr.request, reason);
                 log_warning("%s: %s; dropping the front-end", p->config.name, p->last_error);
@@ -179,6 +181,7 @@ int port_frontend_message(Port *p, VuMsg *m) {
 
         r = shadow_apply(&p->shadow, m, &reason);
         if (r < 0) {
+                metrics_message_refused(p, REFUSED_REJECTED);
                 port_set_error(p, "front-end %s refused: %s", vu_request_to_string(m->hdr.request), reason);
                 log_warning("%s: %s; dropping the front-end", p->config.name, p->last_error);
                 return r;

@@ -61,6 +61,7 @@ void manager_port_event_at(Manager *m, Port *p, PortEvent e, json_object *detail
 
         if (m->announce_head)   /* in the order they happened */
                 port_announce_all(m);
+        metrics_port_event(p, e, details);
         ev = details ? details : json_object_new_object();
 
         if (e == EVENT_LINK_UP || e == EVENT_LINK_DOWN) {
@@ -293,6 +294,7 @@ Manager *manager_free(Manager *m) {
                 return NULL;
         /* The control socket first: its clients must not see ports half gone. */
         m->control = control_server_free(m->control);
+        m->metrics = metrics_server_free(m->metrics);
         sd_event_source_disable_unref(m->stop_timer);
         sd_event_source_disable_unref(m->fdstore_commit);
         sd_event_source_disable_unref(m->announce);
@@ -497,8 +499,11 @@ int manager_load(Manager *m) {
         if (fdstore_enabled(m->fdstore))
                 control_server_store(m->control);       /* a crash keeps the control socket too */
         r = fdstore_adopt(m);
+        metrics_note_adoptions(m, r);
         if (r > 0)
                 log_info("%d port%s restored from systemd's fd store", r, r == 1 ? "" : "s");
+        if (!m->metrics && (r = metrics_server_new(m, &m->metrics)) < 0)
+                return r;
         passed_fds_close_rest(m);
         if (m->n_ports == 0)
                 log_warning("%s lists no ports; waiting for a reload", m->config_path);

@@ -56,6 +56,7 @@ typedef struct Manager {
         size_t n_ports;
         ControlServer *control;
         LinkMap *link_map;
+        struct MetricsServer *metrics;  /* HTTP /metrics (metrics.h); NULL: off */
 
         /* fds systemd passed at start: socket units' listeners and the fd store */
         int *passed_fds;

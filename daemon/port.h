@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "macro.h"
+#include "metrics.h"
 #include "connection.h"
 #include "shadow.h"
 #include "varlink.h"
@@ -126,6 +127,7 @@ typedef struct Port {
         struct ucred announce_peer;
         uint64_t announce_usec, announce_realtime_usec;
         PortStats stats;
+        PortMetrics metrics;            /* metrics.h: what Prometheus sees besides stats */
         char last_error[256];
         uint64_t last_error_usec;
         /* the same peer refused again on a side is logged at most every PORT_REFUSED_LOG_USEC:

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* vhostctl: asks vhost-recond about its ports over the control socket (Varlink). */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,7 +44,9 @@ static void help(void) {
                "  disconnect PORT frontend|backend\n"
                "                                close one side (the back-end is stopped cleanly\n"
                "                                first; the next back-end gets a full replay)\n"
-               "  reload                        reload the configuration file\n\n"
+               "  reload                        reload the configuration file\n"
+               "  metrics [FILE]                the Prometheus text of GET /metrics; into FILE\n"
+               "                                atomically (node_exporter's textfile collector)\n\n"
                "Options:\n"
                "  -s --socket PATH              control socket (default %s)\n"
                "  -j --json                     JSON output (monitor: one object per line)\n"
@@ -352,6 +356,71 @@ static int cmd_reload(void) {
         return EXIT_OK;
 }
 
+/* FILE whole or not at all: a temporary file beside it, renamed over it (node_exporter's
+ * textfile collector may read at any moment). */
+static int write_atomic(const char *path, const char *text) {
+        size_t n = strlen(path), len = strlen(text);
+        char *tmp = malloc(n + 16);
+        int fd, r = 0;
+
+        if (!tmp)
+                return -ENOMEM;
+        const char *slash = strrchr(path, '/');
+        size_t dir = slash ? (size_t) (slash - path + 1) : 0;
+        snprintf(tmp, n + 16, "%.*s.%s.XXXXXX", (int) dir, path, path + dir);
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0) {
+                free(tmp);
+                return -errno;
+        }
+        for (size_t off = 0; off < len && r == 0;) {
+                ssize_t k = write(fd, text + off, len - off);
+                if (k < 0 && errno != EINTR)
+                        r = -errno;
+                else if (k > 0)
+                        off += k;
+        }
+        if (r == 0 && fchmod(fd, 0644) < 0)
+                r = -errno;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlink(tmp);
+        free(tmp);
+        return r;
+}
+
+/* The text of GET /metrics, for node_exporter's textfile collector: to stdout, or into FILE
+ * atomically (with --json: {"text": ...}). */
+static int cmd_metrics(const char *file) {
+        json_object *r = call("io.vhostrecon.Metrics", NULL);
+        const char *text = get_str(r, "text");
+        if (!text) {
+                fprintf(stderr, "vhostctl: the reply has no metrics text\n");
+                json_object_put(r);
+                return EXIT_FAIL;
+        }
+        if (file) {
+                int k = write_atomic(file, text);
+                json_object_put(r);
+                if (k < 0) {
+                        fprintf(stderr, "vhostctl: cannot write %s: %s\n", file, strerror(-k));
+                        return EXIT_FAIL;
+                }
+                return EXIT_OK;
+        }
+        if (arg_json)
+                print_json(r);
+        else if (fputs(text, stdout) == EOF || fflush(stdout) == EOF) {
+                json_object_put(r);
+                return EXIT_FAIL;
+        }
+        json_object_put(r);
+        return EXIT_OK;
+}
+
 int main(int argc, char *argv[]) {
         enum { ARG_VERSION = 0x100 };
         static const struct option options[] = {
@@ -395,6 +464,8 @@ int main(int argc, char *argv[]) {
                 return cmd_disconnect(a[1], a[2]);
         if (n == 1 && strcmp(a[0], "reload") == 0)
                 return cmd_reload();
+        if ((n == 1 || n == 2) && strcmp(a[0], "metrics") == 0)
+                return cmd_metrics(n == 2 ? a[1] : NULL);
         fprintf(stderr, "vhostctl: %s; see vhostctl --help\n", n == 0 ? "no command given" : "unknown command or wrong arguments");
         return EXIT_USAGE;
 }

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <libconfig.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,6 +56,52 @@ void port_config_done(PortConfig *p) {
         memset(p, 0, sizeof(*p));
 }
 
+int config_parse_listen_address(const char *s, struct sockaddr_storage *ret, unsigned *ret_len) {
+        struct sockaddr_storage ss = {};
+        char host[INET6_ADDRSTRLEN + 2];
+        const char *colon;
+        unsigned len;
+
+        if (strcmp(s, "socket") == 0)
+                return 1;
+        colon = strrchr(s, ':');
+        if (!colon || colon == s || (size_t) (colon - s) >= sizeof(host))
+                return -EINVAL;
+        char *end;
+        errno = 0;
+        unsigned long port = strtoul(colon + 1, &end, 10);
+        if (!colon[1] || *end || errno || port == 0 || port > 65535 || !isdigit((unsigned char) colon[1]))
+                return -EINVAL;
+        memcpy(host, s, colon - s);
+        host[colon - s] = 0;
+        if (host[0] == '[') {
+                size_t n = strlen(host);
+                if (n < 3 || host[n - 1] != ']')
+                        return -EINVAL;
+                host[n - 1] = 0;
+                struct sockaddr_in6 *a = (struct sockaddr_in6 *) &ss;
+                a->sin6_family = AF_INET6;
+                a->sin6_port = htons(port);
+                if (inet_pton(AF_INET6, host + 1, &a->sin6_addr) != 1)
+                        return -EINVAL;
+                len = sizeof(*a);
+        } else {
+                struct sockaddr_in *a = (struct sockaddr_in *) &ss;
+                a->sin_family = AF_INET;
+                a->sin_port = htons(port);
+                if (strcmp(host, "*") == 0)
+                        a->sin_addr.s_addr = htonl(INADDR_ANY);
+                else if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+                        return -EINVAL;
+                len = sizeof(*a);
+        }
+        if (ret)
+                *ret = ss;
+        if (ret_len)
+                *ret_len = len;
+        return 0;
+}
+
 Config *config_free(Config *c) {
         if (!c)
                 return NULL;
@@ -63,6 +113,7 @@ Config *config_free(Config *c) {
         free(c->control_group);
         free(c->admin_group);
         free(c->bpf_link_map);
+        free(c->metrics);
         free(c);
         return NULL;
 }
@@ -340,7 +391,7 @@ static int parse_port(Parser *p, const config_setting_t *s, PortConfig *ret) {
 static int parse(Parser *p, config_t *cfg, Config **ret) {
         static const char *const keys[] = {
                 "control", "control_mode", "control_group", "admin_group", "bpf_link_map",
-                "reply_timeout_ms", "replay_handoff_ms", "ports", NULL
+                "reply_timeout_ms", "replay_handoff_ms", "metrics", "ports", NULL
         };
         _cleanup_(config_freep) Config *c = calloc(1, sizeof(Config));
         const config_setting_t *root = config_root_setting(cfg), *ports;
@@ -367,6 +418,12 @@ static int parse(Parser *p, config_t *cfg, Config **ret) {
         if (c->bpf_link_map && c->bpf_link_map[0] != '/')
                 return error_at(p, config_setting_get_member(root, "bpf_link_map"),
                                 "bpf_link_map '%s' is not an absolute path", c->bpf_link_map);
+        if ((r = get_string(p, root, "metrics", false, &c->metrics)) < 0)
+                return r;
+        if (c->metrics && config_parse_listen_address(c->metrics, NULL, NULL) < 0)
+                return error_at(p, config_setting_get_member(root, "metrics"),
+                                "metrics '%s' is not \"socket\" nor ADDRESS:PORT (e.g. \"127.0.0.1:9477\", \"[::1]:9477\")",
+                                c->metrics);
         if ((r = get_uint(p, root, "reply_timeout_ms", 1, 600000, NULL, &v)) < 0)
                 return r;
         c->reply_timeout_ms = (uint32_t) v;

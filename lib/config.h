@@ -42,6 +42,7 @@ typedef struct Config {
         char *control_group;            /* group of the control socket: may read */
         char *admin_group;              /* may also disconnect and reload (besides uid 0) */
         char *bpf_link_map;             /* pinned BPF map with each port's link state */
+        char *metrics;                  /* HTTP /metrics: "ADDRESS:PORT" or "socket"; NULL: off */
         uint32_t reply_timeout_ms;
         uint32_t replay_handoff_ms;     /* a replay waiting longer is served first; 0: off */
         PortConfig *ports;
@@ -54,6 +55,11 @@ typedef struct Config {
 #define CONFIG_DEFAULT_REPLY_TIMEOUT_MS 5000u
 #define CONFIG_DEFAULT_RECONNECT_MS 100u
 #define PORT_NAME_MAX 64
+
+/* The `metrics` setting: "socket" (a socket unit's fd named "metrics") or "IPv4:PORT",
+ * "[IPv6]:PORT", "*:PORT": 0 and the address, 1 for "socket", or -EINVAL. */
+struct sockaddr_storage;
+int config_parse_listen_address(const char *s, struct sockaddr_storage *ret, unsigned *ret_len);
 
 /* 0, or a negative errno with "FILE:LINE: message" in err. */
 int config_load(const char *path, Config **ret, char *err, size_t errlen);

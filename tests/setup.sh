@@ -9,7 +9,7 @@ packages=(meson ninja-build gcc pkg-config libsystemd-dev libconfig-dev libbpf-d
           openvswitch-switch-dpdk bpftool scdoc qemu-system-common qemu-system-x86 qemu-utils
           cpio gzip xz-utils zstd busybox-static clang libclang-rt-14-dev python3 strace valgrind
           systemd iproute2 procps socat
-          libmicrohttpd-dev prometheus prometheus-node-exporter
+          libmicrohttpd-dev prometheus prometheus-node-exporter curl
           debhelper devscripts lintian fakeroot dpkg-dev
           libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
 missing=()

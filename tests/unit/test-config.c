@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "config.h"
 #include "tests.h"
@@ -147,9 +150,39 @@ static void test_default_port(void) {
         ASSERT(!port_name_is_valid("a/b"));
 }
 
+static void test_metrics_setting(void) {
+        struct sockaddr_storage ss;
+        unsigned len = 0;
+
+        Config *c = parse_ok("ports = ();");
+        ASSERT(c->metrics == NULL);     /* off by default */
+        config_free(c);
+        c = parse_ok("metrics = \"127.0.0.1:9477\"; ports = ();");
+        ASSERT_STREQ(c->metrics, "127.0.0.1:9477");
+        config_free(c);
+        parse_bad("metrics = \"localhost\";\nports = ();", "test.conf:1: metrics 'localhost' is not");
+        parse_bad("metrics = 9477;", "'metrics' must be a string");
+
+        ASSERT_EQ(config_parse_listen_address("socket", &ss, &len), 1);
+        ASSERT_EQ(config_parse_listen_address("127.0.0.1:9477", &ss, &len), 0);
+        ASSERT_EQ(ss.ss_family, AF_INET);
+        ASSERT_EQ(ntohs(((struct sockaddr_in *) &ss)->sin_port), 9477);
+        ASSERT_EQ(len, sizeof(struct sockaddr_in));
+        ASSERT_EQ(config_parse_listen_address("[::1]:80", &ss, &len), 0);
+        ASSERT_EQ(ss.ss_family, AF_INET6);
+        ASSERT_EQ(len, sizeof(struct sockaddr_in6));
+        ASSERT_EQ(config_parse_listen_address("*:9", &ss, &len), 0);
+        ASSERT_EQ(((struct sockaddr_in *) &ss)->sin_addr.s_addr, htonl(INADDR_ANY));
+        const char *bad[] = { "", ":", ":80", "1.2.3.4:", "1.2.3.4:0", "1.2.3.4:65536", "1.2.3.4:+80", "1.2.3.4:8x",
+                              "[::1:80", "::1:80", "[]:80", "300.1.1.1:80", "[1.2.3.4]:80" };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                ASSERT_EQ(config_parse_listen_address(bad[i], &ss, &len), -EINVAL);
+}
+
 RUN_TESTS(
         TEST_CASE(test_example_file),
         TEST_CASE(test_full_port),
         TEST_CASE(test_errors_name_file_and_line),
         TEST_CASE(test_default_port),
+        TEST_CASE(test_metrics_setting),
 )
