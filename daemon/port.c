@@ -143,6 +143,10 @@ void port_announce_all(Manager *m) {
         }
 }
 
+static const SideConfig *side_config(const Port *p, PortSide side) {
+        return side == PORT_FRONTEND ? &p->config.frontend : &p->config.backend;
+}
+
 /* 0: attached; -EPERM: a peer the policy refuses; other negative errno: no resources. */
 static int port_attach(Port *p, PortSide side, int fd) {
         Connection *c;
@@ -160,7 +164,7 @@ static int port_attach(Port *p, PortSide side, int fd) {
                 port_set_error(p, "%s peer uid %u gid %u refused by allow_uids/allow_gids",
                                port_side_to_string(side), (unsigned) c->peer.uid, (unsigned) c->peer.gid);
                 /* a client-mode side backs off by itself; an accepting side is paced by the peer */
-                if ((side == PORT_FRONTEND ? p->config.frontend : p->config.backend).mode == SIDE_CLIENT || p->refused_logged_usec[side] == 0 ||
+                if (side_config(p, side)->mode == SIDE_CLIENT || p->refused_logged_usec[side] == 0 ||
                     p->refused_logged_uid[side] != c->peer.uid ||
                     p->last_error_usec - p->refused_logged_usec[side] >= PORT_REFUSED_LOG_USEC) {
                         if (p->refused_unlogged[side] > 0)
@@ -244,10 +248,6 @@ int port_new(Manager *m, const PortConfig *config, Port **ret) {
         p->link_down_usec = now_usec();
         *ret = TAKE_PTR(p);
         return 0;
-}
-
-static const SideConfig *side_config(const Port *p, PortSide side) {
-        return side == PORT_FRONTEND ? &p->config.frontend : &p->config.backend;
 }
 
 static void schedule_connect(Port *p, PortSide side, uint32_t delay_ms);
