@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # QEMU launch lines for the tests and benchmarks (source it; bash). One place for what every
 # QEMU front-end here needs: TCG, the test guest (make-guest.sh), memfd shared memory (a
 # vhost-user back-end must map it), the serial console in a file, a QMP socket, a vhost-user
@@ -15,6 +16,7 @@
 #     --cpu C                     default $QEMU_CPU (max)
 #     --no-qmp                    no QMP socket
 #     --incoming URI              the destination of a migration (-incoming URI)
+#     --paused                    -S: the vCPU does not run until QMP "cont"
 #     --vhost-net SOCKET OPTS     chardev c0 + netdev vhost-user n0 on SOCKET, and
 #                                 virtio-net-pci,netdev=n0,vectors=0OPTS (OPTS: ",mac=..."
 #                                 or ""; vectors=0: QEMU 7.2 under TCG crashes when the
@@ -68,6 +70,7 @@ qemu_start() {   # name [option]... [-- qemu-arg...]
             --cpu) cpu=$2; shift 2;;
             --no-qmp) qmp=; shift;;
             --incoming) args+=(-incoming "$2"); shift 2;;
+            --paused) args+=(-S); shift;;
             --vhost-net) args+=(-chardev "socket,id=c0,path=$2" -netdev vhost-user,id=n0,chardev=c0
                                 -device "virtio-net-pci,netdev=n0,vectors=0$3"); shift 3;;
             --chardev) args+=(-chardev "socket,id=c0,path=$2"); shift 2;;
@@ -114,7 +117,11 @@ qemu_migrate() {   # qmp-socket uri
 qemu_state() {   # qmp-socket
     [ -S "$1" ] || return 0
     echo "--- $1: $(timeout 5 python3 "$QEMU_LIB_DIR/qmp.py" "$1" query-status)"
-    timeout 5 bash -c "$(declare -f qemu_qmp qemu_hmp); QEMU_LIB_DIR=$QEMU_LIB_DIR; qemu_hmp '$1' 'info registers' | head -4; qemu_hmp '$1' 'info lapic' | grep -E 'ISR|IRR|LVTT|Timer'"
+    local c
+    for c in "info registers" "info lapic"; do
+        timeout 5 python3 "$QEMU_LIB_DIR/qmp.py" "$1" human-monitor-command "{\"command-line\": \"$c\"}" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin))' | grep -E '^(RAX|RIP|EFL|ES |CS )|HLT|ISR|IRR|LVTT|Timer'
+    done
 }
 
 qemu_guest_oops() {   # guest-log
