@@ -18,19 +18,12 @@ meson compile -C "$build" > /dev/null
 DAEMON=$PWD/$build/daemon/vhost-recond
 HERE=$PWD/tests/qemu
 . tests/real/dpdk-lib.sh
-QMP="python3 $HERE/qmp.py"
-# Under TCG a guest now and then went silent for good after a migration, connected through
-# vhost-recond or to testpmd directly alike: QEMU says it runs, the guest neither prints nor
-# sends. The cause is not established; it looks like a vCPU waiting for an interrupt that
-# never comes, so the guest gets a periodic tick (nohz=off highres=off) and a key press on
-# the destination after each migration.
-GUEST_CPU=${VR_GUEST_CPU:-max}
-GUEST_KARGS=${VR_GUEST_KARGS-nohz=off highres=off}
-wake() {   # qmp-socket
-    $QMP "$1" send-key '{"keys": [{"type": "qcode", "data": "shift"}]}' > /dev/null 2>&1 || true
-}
+. "$HERE/qemu-lib.sh"
+QMP=qemu_qmp
+# The guest RAM size in qemu-lib.sh keeps QEMU 7.2's TCG migration from losing guest writes
+# (the destination guests that used to go silent had panicked on a stale page).
 reason=$(dpdk_setup_hugepages) || { echo "cannot run: $reason"; exit 1; }
-GUEST=$(bash "$HERE/make-guest.sh" ${VR_GUEST_CACHE:-}) || { echo "cannot build the guest"; exit 1; }
+qemu_guest ${VR_GUEST_CACHE:-} || { echo "cannot run: $QEMU_GUEST_ERROR"; exit 1; }
 
 WORK=$(mktemp -d /tmp/vr-bench-mig-XXXXXX)
 PIDS=
@@ -62,14 +55,8 @@ for _ in $(seq 200); do [ -S "$WORK/direct1.sock" ] && grep -q "port1: back-end 
 
 vm() {   # name socket extra...
     local name=$1 sock=$2; shift 2
-    qemu-system-x86_64 -machine pc,accel=tcg -cpu "$GUEST_CPU" -smp 1 -m 256 \
-        -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
-        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "console=ttyS0 quiet vr=mig $GUEST_KARGS" \
-        -display none -monitor none -serial "file:$WORK/guest-$name.log" -qmp "unix:$WORK/qmp-$name.sock,server=on,wait=off" \
-        -chardev socket,id=c0,path="$sock" -netdev vhost-user,id=n0,chardev=c0 \
-        -device virtio-net-pci,netdev=n0,vectors=0,csum=off,guest_csum=off \
-        "$@" > "$WORK/qemu-$name.log" 2>&1 &
-    VM_PID=$!
+    qemu_start "$name" --mode mig --vhost-net "$sock" ",csum=off,guest_csum=off" "$@"
+    VM_PID=$QEMU_PID
     PIDS="$PIDS $VM_PID"
 }
 wait_line() {   # file pattern seconds
@@ -92,7 +79,7 @@ migrate_once() {   # vm
     local v=$1 next=$((1 - ${at[$1]})) g=$((${gen[$1]} + 1)) sock
     [ $next = 0 ] && sock=${sock0[$v]} || sock=${sock1[$v]}
     local new=$v-$g newpid
-    vm "$new" "$sock" -incoming "unix:$WORK/mig-$new.sock"; newpid=$VM_PID
+    vm "$new" "$sock" --incoming "unix:$WORK/mig-$new.sock"; newpid=$VM_PID
     for _ in $(seq 100); do [ -S "$WORK/mig-$new.sock" ] && [ -S "$WORK/qmp-$new.sock" ] && break; sleep 0.05; done
     $QMP "$WORK/qmp-${name[$v]}.sock" migrate-set-parameters '{"max-bandwidth": 1073741824}' > /dev/null
     $QMP "$WORK/qmp-${name[$v]}.sock" migrate "{\"uri\": \"unix:$WORK/mig-$new.sock\"}" > /dev/null || return 1
@@ -103,14 +90,14 @@ migrate_once() {   # vm
         sleep 0.05
     done
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(sys.argv[2], d["total-time"], d["downtime"])' "$st" "$v" | tee -a "$WORK/samples"
-    wake "$WORK/qmp-$new.sock"
     $QMP "$WORK/qmp-${name[$v]}.sock" quit > /dev/null
     wait "${pid[$v]}" 2>/dev/null
     rm -f "$WORK/guest-${name[$v]}.log"
     at[$v]=$next; gen[$v]=$g; name[$v]=$new; pid[$v]=$newpid
     # the guest goes on at the destination before the next round
     wait_line "$WORK/guest-$new.log" "^UDP sent" 30 || {
-        echo "VM $v: no traffic after migration $g; the destination QEMU says: $(timeout 5 $QMP "$WORK/qmp-$new.sock" query-status)" >&2
+        echo "VM $v: no traffic after migration $g; the destination QEMU says:" >&2
+        qemu_state "$WORK/qmp-$new.sock" >&2; qemu_guest_oops "$WORK/guest-$new.log" >&2
         return 1; }
 }
 
@@ -121,7 +108,7 @@ for i in $(seq "$N"); do
 done
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r)"
-echo "conditions: QEMU $(qemu-system-x86_64 --version | head -1 | grep -o '[0-9][0-9.]*' | head -1) TCG, 256 MiB memfd guests ($(cd "$GUEST" && ls linux-image-*.deb 2>/dev/null | head -1 | cut -d_ -f1-2)) sending UDP that one testpmd returns (5tswap), both VMs running throughout, migrations alternated R/D, max-bandwidth 1 GiB/s, $N each"
+echo "conditions: QEMU $(qemu-system-x86_64 --version | head -1 | grep -o '[0-9][0-9.]*' | head -1) TCG, $QEMU_MEM memfd guests ($(cd "$QEMU_GUEST" && ls linux-image-*.deb 2>/dev/null | head -1 | cut -d_ -f1-2)) sending UDP that one testpmd returns (5tswap), both VMs running throughout, migrations alternated R/D, max-bandwidth 1 GiB/s, $N each"
 python3 - "$WORK/samples" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]

@@ -85,15 +85,8 @@ domain_running() { [ "$(virsh domstate "$DOM")" = running ] || fail "$1: the dom
 carrier_changes() { grep -ac '^CARRIER' "$WORK/guest.log"; }
 
 # 1. vhost-recond from the build's install, under its own units, as vhost-recon
-meson install -C "$BUILD" --destdir "$WORK/root" --no-rebuild > "$WORK/install.log" 2>&1 || fail "meson install failed"
-UNITS=$(find "$WORK/root" -name 'vhost-recon@.socket' -printf '%h\n')
-SBIN=$(find "$WORK/root" -name vhost-recond -type f -printf '%h\n')
-systemd-sysusers "$(find "$WORK/root" -path '*/sysusers.d/vhost-recon.conf')" > /dev/null || fail "systemd-sysusers"
-prefix_sbin=$(grep -o '^ExecStart=[^ ]*' "$UNITS/vhost-recon@.service" | sed 's/ExecStart=//; s|/vhost-recond$||')
-conf=$(grep -o -- '--config [^ ]*' "$UNITS/vhost-recon@.service" | sed 's/--config //')
+sandbox_install "$BUILD" "$WORK" vhost-recon.service || fail "$SANDBOX_ERROR"
 mkdir -p "$WORK/units/vhost-recon.service.d"
-sed -e "s|$prefix_sbin/vhost-recond|$SBIN/vhost-recond|" -e "s|$conf|$WORK/vhost-recon.conf|" \
-    "$UNITS/vhost-recon.service" > "$WORK/units/vhost-recon.service"
 # the sockets live where libvirt-qemu and OVS reach them: a site's drop-in for such a path
 mkdir -p "$WORK/sockets"
 mkdir -m 0755 "$WORK/root-only"   # a socket directory of the wrong owner (root)

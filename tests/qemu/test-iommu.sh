@@ -17,12 +17,12 @@ DAEMON=${1:?usage: $0 PATH-TO-vhost-recond [ROUNDS]}
 ROUNDS=${2:-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../real/dpdk-lib.sh"
+. "$HERE/qemu-lib.sh"
 
 command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"; exit 77; }
 command -v dpdk-testpmd >/dev/null || { echo "SKIP: dpdk-testpmd not installed (apt-get install dpdk-dev)"; exit 77; }
 reason=$(dpdk_setup_hugepages) || { echo "SKIP: $reason"; exit 77; }
-GUEST=$(bash "$HERE/make-guest.sh" 2> /tmp/vr-make-guest.log) ||
-    { echo "SKIP: cannot build the guest from Debian packages: $(tail -1 /tmp/vr-make-guest.log)"; exit 77; }
+qemu_guest || { echo "SKIP: $QEMU_GUEST_ERROR"; exit 77; }
 
 WORK=$(mktemp -d /tmp/vr-iommu-XXXXXX)
 QEMU_PID=
@@ -48,10 +48,10 @@ switch() {   # log-suffix
     BACKEND_PID=$!
 }
 
-scenario() {   # name extra-kernel-args machine-args... -- device-args
-    local name=$1 append=$2 machine=() dev
-    shift 2
-    while [ "$1" != -- ]; do machine+=("$1"); shift; done
+scenario() {   # name extra-kernel-args machine qemu_start-options... -- device-options
+    local name=$1 append=$2 machine=$3 opts=() dev
+    shift 3
+    while [ "$1" != -- ]; do opts+=("$1"); shift; done
     dev=$2
     dpdk_write_config
     sed -i 's/^reply_timeout_ms.*/reply_timeout_ms = 5000;/' "$WORK/vhost-recon.conf"
@@ -61,15 +61,8 @@ scenario() {   # name extra-kernel-args machine-args... -- device-args
     for _ in $(seq 200); do grep -q "port0: back-end ready" "$WORK/daemon-$name.log" && break; sleep 0.1; done
     grep -q "port0: back-end ready" "$WORK/daemon-$name.log" || fail "($name) the switch did not connect"
 
-    # vectors=0: QEMU 7.2 under TCG crashes when the guest enables MSI-X on a vhost-user net device
-    qemu-system-x86_64 "${machine[@]}" -cpu max -smp 1 -m 256 \
-        -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
-        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "console=ttyS0 quiet vr=net vr_ping=0.05 $append" \
-        -display none -monitor none -serial "file:$WORK/guest-$name.log" \
-        -chardev socket,id=c0,path="$WORK/port0.sock" -netdev vhost-user,id=n0,chardev=c0 \
-        -device "virtio-net-pci,netdev=n0,vectors=0,disable-legacy=on,iommu_platform=on$dev" \
-        > "$WORK/qemu-$name.log" 2>&1 &
-    QEMU_PID=$!
+    qemu_start "$name" --no-qmp --machine "$machine" --mode net --append "vr_ping=0.05 $append" "${opts[@]}" \
+        --vhost-net "$WORK/port0.sock" ",disable-legacy=on,iommu_platform=on$dev"
     for _ in $(seq 1200); do
         [ "$(answers "$name")" -gt 0 ] && break
         kill -0 "$QEMU_PID" 2>/dev/null || fail "($name) QEMU exited: $(head -3 "$WORK/qemu-$name.log")"
@@ -121,11 +114,10 @@ scenario() {   # name extra-kernel-args machine-args... -- device-args
     dpdk_cleanup; DAEMON_PID= BACKEND_PID=
 }
 
-scenario plain "" -machine q35,accel=tcg -- ""
+scenario plain "" q35,accel=tcg -- ""
 # no_timer_check: under TCG the guest's timer check through the remapped IO-APIC fails and
 # the kernel panics ("timer doesn't work through Interrupt-remapped IO-APIC")
-scenario viommu "intel_iommu=on no_timer_check" -machine q35,accel=tcg,kernel-irqchip=split \
-    -device intel-iommu,intremap=on,device-iotlb=on,caching-mode=on -- ",ats=on"
+scenario viommu "intel_iommu=on no_timer_check" q35,accel=tcg,kernel-irqchip=split --viommu -- ",ats=on"
 
 awk '$1 == "FIGURE" { n[$2]++; s[$2] += $3; if ($3 > mx[$2]) mx[$2] = $3; if (!($2 in mn) || $3 < mn[$2]) mn[$2] = $3 }
      END { for (k in n) printf "outage %s: switch restart -> first answered ping: min %d ms, mean %d ms, max %d ms over %d restarts\n", k, mn[k], s[k] / n[k], mx[k], n[k] }' "$WORK/figures"

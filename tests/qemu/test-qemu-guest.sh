@@ -11,10 +11,10 @@ set -u
 DAEMON=${1:?usage: $0 PATH-TO-vhost-recond}
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../real/dpdk-lib.sh"
+. "$HERE/qemu-lib.sh"
 
 command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)"; exit 77; }
-GUEST=$(bash "$HERE/make-guest.sh" 2> /tmp/vr-make-guest.log) ||
-    { echo "SKIP: cannot build the guest from Debian packages: $(tail -1 /tmp/vr-make-guest.log)"; exit 77; }
+qemu_guest || { echo "SKIP: $QEMU_GUEST_ERROR"; exit 77; }
 
 WORK=$(mktemp -d /tmp/vr-qemu-XXXXXX)
 QEMU_PID= QSD_PID=
@@ -36,12 +36,7 @@ wait_for() {   # file pattern seconds
 }
 start_qemu() {   # mode chardev-path device-args...
     local mode=$1 sock=$2; shift 2
-    qemu-system-x86_64 -machine pc,accel=tcg -cpu max -smp 1 -m 256 \
-        -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
-        -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "console=ttyS0 quiet vr=$mode" \
-        -display none -monitor none -serial "file:$WORK/guest-$mode.log" \
-        -chardev socket,id=c0,path="$sock" "$@" > "$WORK/qemu-$mode.log" 2>&1 &
-    QEMU_PID=$!
+    qemu_start "$mode" --mode "$mode" --no-qmp --chardev "$sock" -- "$@"
 }
 stop_all() {
     for pid in $QEMU_PID $QSD_PID ${DAEMON_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done

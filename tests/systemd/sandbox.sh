@@ -8,6 +8,15 @@
 #   sandbox_run DIR CMD...    run CMD inside (systemctl, journalctl, ...)
 #   sandbox_root DIR          the sandbox's / as the host sees it (its private /run is there)
 #   sandbox_stop DIR NAME
+#   sandbox_install BUILD DIR UNIT...
+#                             meson install BUILD into DIR/root as a user would, create the
+#                             vhost-recon system user from its sysusers.d file, and write each
+#                             installed UNIT into DIR/units pointing at that install and at the
+#                             config DIR/vhost-recon.conf; sets SANDBOX_SBIN (the directory of
+#                             the installed vhost-recond), SANDBOX_CTL (the installed vhostctl)
+#                             and SANDBOX_UNITS (where the units were installed); or sets
+#                             SANDBOX_ERROR (why not) and returns 1 (call it not in $(...))
+#   sandbox_port0_config DIR  DIR/vhost-recon.conf: port0, both sockets under /run/vhost-recon
 
 sandbox_cgroot() {
     if [ -d /sys/fs/cgroup/unified ]; then echo /sys/fs/cgroup/unified; else echo /sys/fs/cgroup; fi
@@ -113,4 +122,33 @@ sandbox_stop() {
     rmdir "$cg" 2>/dev/null
     rm -f "$d/sd.pid"
     return 0
+}
+
+sandbox_install() {   # build dir unit...
+    local build=$1 d=$2 u prefix conf
+    shift 2
+    meson install -C "$build" --destdir "$d/root" --no-rebuild > "$d/install.log" 2>&1 || { SANDBOX_ERROR="meson install failed"; return 1; }
+    SANDBOX_UNITS=$(find "$d/root" -name 'vhost-recon@.socket' -printf '%h\n')
+    SANDBOX_SBIN=$(find "$d/root" -name vhost-recond -type f -printf '%h\n')
+    SANDBOX_CTL=$(find "$d/root" -name vhostctl -type f)
+    [ -n "$SANDBOX_UNITS" ] && [ -n "$SANDBOX_SBIN" ] && [ -n "$SANDBOX_CTL" ] || { SANDBOX_ERROR="the install lacks units or binaries"; return 1; }
+    # The units run vhost-recond as the vhost-recon system user: create it as the package does.
+    systemd-sysusers "$(find "$d/root" -path '*/sysusers.d/vhost-recon.conf')" > /dev/null ||
+        { SANDBOX_ERROR="systemd-sysusers could not create the vhost-recon user"; return 1; }
+    prefix=$(grep -o '^ExecStart=[^ ]*' "$SANDBOX_UNITS/vhost-recon@.service" | sed 's/ExecStart=//; s|/vhost-recond$||')
+    conf=$(grep -o -- '--config [^ ]*' "$SANDBOX_UNITS/vhost-recon@.service" | sed 's/--config //')
+    mkdir -p "$d/units"
+    for u in "$@"; do
+        sed -e "s|$prefix/vhost-recond|$SANDBOX_SBIN/vhost-recond|" -e "s|$conf|$d/vhost-recon.conf|" \
+            "$SANDBOX_UNITS/$u" > "$d/units/$u" || { SANDBOX_ERROR="no unit $u in the install"; return 1; }
+    done
+}
+
+sandbox_port0_config() {   # dir
+    cat > "$1/vhost-recon.conf" <<CONF
+control = "/run/vhost-recon/control";
+ports = ( { name = "port0";
+            frontend = { path = "/run/vhost-recon/port0.sock"; };
+            backend  = { path = "/run/vhost-recon/port0.vswitch.sock"; }; } );
+CONF
 }

@@ -59,25 +59,10 @@ serving() {
 }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
-meson install -C "$BUILD" --destdir "$WORK/root" --no-rebuild > "$WORK/install.log" 2>&1 || fail "meson install failed"
-UNITS=$(find "$WORK/root" -name 'vhost-recon@.socket' -printf '%h\n')
-SBIN=$(find "$WORK/root" -name vhost-recond -type f -printf '%h\n')
-CTL=$(find "$WORK/root" -name vhostctl -type f)
-[ -n "$UNITS" ] && [ -n "$SBIN" ] && [ -n "$CTL" ] || fail "the install lacks units or binaries"
-# The units run vhost-recond as the vhost-recon system user: create it as the package does.
-systemd-sysusers "$(find "$WORK/root" -path '*/sysusers.d/vhost-recon.conf')" > /dev/null ||
-    fail "systemd-sysusers could not create the vhost-recon user"
-prefix_sbin=$(grep -o '^ExecStart=[^ ]*' "$UNITS/vhost-recon@.service" | sed 's/ExecStart=//; s|/vhost-recond$||')
-conf=$(grep -o -- '--config [^ ]*' "$UNITS/vhost-recon@.service" | sed 's/--config //')
+sandbox_install "$BUILD" "$WORK" vhost-recon@.service || fail "$SANDBOX_ERROR"
+CTL=$SANDBOX_CTL
 mkdir -p "$WORK/units/$U.service.d"
-sed -e "s|$prefix_sbin/vhost-recond|$SBIN/vhost-recond|" -e "s|$conf|$WORK/vhost-recon.conf|" \
-    "$UNITS/vhost-recon@.service" > "$WORK/units/vhost-recon@.service"
-cat > "$WORK/vhost-recon.conf" <<CONF
-control = "/run/vhost-recon/control";
-ports = ( { name = "port0";
-            frontend = { path = "/run/vhost-recon/port0.sock"; };
-            backend  = { path = "/run/vhost-recon/port0.vswitch.sock"; }; } );
-CONF
+sandbox_port0_config "$WORK"
 # The watchdog fires fast; the test hooks (a hang, an abort) are on. Nothing else changes.
 printf '[Service]\nWatchdogSec=1s\nEnvironment=VHOST_RECOND_TEST_HOOKS=1\n' > "$WORK/units/$U.service.d/test.conf"
 grep -E '^(Restart|RestartSec|FileDescriptorStoreMax|WatchdogSec)=' "$WORK/units/vhost-recon@.service" | tr '\n' ' '; echo

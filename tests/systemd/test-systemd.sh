@@ -49,21 +49,8 @@ wait_active() {
 }
 
 # Install as a user would, then point the units at that install and at a test config.
-meson install -C "$BUILD" --destdir "$WORK/root" --no-rebuild > "$WORK/install.log" 2>&1 || fail "meson install failed"
-UNITS=$(find "$WORK/root" -name 'vhost-recon@.socket' -printf '%h\n')
-SBIN=$(find "$WORK/root" -name vhost-recond -type f -printf '%h\n')
-CTL=$(find "$WORK/root" -name vhostctl -type f)
-[ -n "$UNITS" ] && [ -n "$SBIN" ] && [ -n "$CTL" ] || fail "the install lacks units or binaries"
-# The units run vhost-recond as the vhost-recon system user: create it as the package does.
-systemd-sysusers "$(find "$WORK/root" -path '*/sysusers.d/vhost-recon.conf')" > /dev/null ||
-    fail "systemd-sysusers could not create the vhost-recon user"
-prefix_sbin=$(grep -o '^ExecStart=[^ ]*' "$UNITS/vhost-recon.service" | sed 's/ExecStart=//; s|/vhost-recond$||')
-conf=$(grep -o -- '--config [^ ]*' "$UNITS/vhost-recon.service" | sed 's/--config //')
-mkdir -p "$WORK/units"
-for u in vhost-recon.service vhost-recon@.service vhost-recon@.socket; do
-    sed -e "s|$prefix_sbin/vhost-recond|$SBIN/vhost-recond|" -e "s|$conf|$WORK/vhost-recon.conf|" \
-        "$UNITS/$u" > "$WORK/units/$u"
-done
+sandbox_install "$BUILD" "$WORK" vhost-recon.service vhost-recon@.service vhost-recon@.socket || fail "$SANDBOX_ERROR"
+CTL=$SANDBOX_CTL
 systemd-analyze verify --man=no "$WORK/units/vhost-recon.service" "$WORK/units/vhost-recon@.service" \
     "$WORK/units/vhost-recon@.socket" > "$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log"; fail "systemd-analyze verify"; }
 echo "ok: systemd-analyze verify passes on the installed units"
