@@ -10,6 +10,9 @@
  *   vhost-recon-bench storm N ROUNDS HANDOFF_MS
  *   vhost-recon-bench flap N SECONDS HANDOFF_MS
  *   vhost-recon-bench idle N SECONDS
+ *   vhost-recon-bench metrics N ROUNDS SCRAPES IDLE_SECONDS
+ *       metrics on HTTP: storms with and without a scraper every 100 ms (alternated), a
+ *       scrape's duration and size, idle wake-ups, RSS per port against metrics off
  *   vhost-recon-bench standin CONFIG LOG DIR
  *       runs vhost-recond under the fd store stand-in (tests/integration/fdstore-standin.h:
  *       NOTIFY_SOCKET set, so the fd store mirror is on) until SIGTERM; run-compare.sh MIRROR=1
@@ -29,6 +32,8 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -269,14 +274,16 @@ typedef struct Many {
         int epfd;
 } Many;
 
-static void many_start(Many *m, unsigned n, unsigned handoff_ms) {
-        char extra[128], port_extra[160];
+/* n ports, each with a front-end's device set up and no back-end; `settings` are more
+ * daemon-wide settings (or NULL). */
+static void many_start_with(Many *m, unsigned n, unsigned handoff_ms, const char *settings) {
+        char extra[256], port_extra[160];
 
         memset(m, 0, sizeof(*m));
         m->n = n;
         raise_nofile();
         setenv("VHOST_RECOND_QUIET", "1", 1);
-        snprintf(extra, sizeof(extra), "replay_handoff_ms = %u;", handoff_ms);
+        snprintf(extra, sizeof(extra), "replay_handoff_ms = %u; %s", handoff_ms, settings ? settings : "");
         /* the daemon answers the front-ends' setup itself: no back-end before the storm */
         snprintf(port_extra, sizeof(port_extra), "features = 0x%" PRIx64 "L; protocol_features = 0x%" PRIx64 "L;",
                  (uint64_t) NET_TEST_FEATURES, (uint64_t) NET_TEST_PROTOCOL_FEATURES);
@@ -296,6 +303,10 @@ static void many_start(Many *m, unsigned n, unsigned handoff_ms) {
         }
         m->epfd = epoll_create1(EPOLL_CLOEXEC);
         ASSERT(m->epfd >= 0);
+}
+
+static void many_start(Many *m, unsigned n, unsigned handoff_ms) {
+        many_start_with(m, n, handoff_ms, NULL);
 }
 
 static void many_stop(Many *m) {
@@ -537,6 +548,220 @@ static void bench_idle(unsigned n, unsigned secs) {
         many_stop(&m);
 }
 
+/* ---- metrics: a scrape's cost, and what a scraper does to replays ----------------------- */
+
+static uint16_t free_tcp_port(void) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof(sa);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT(fd >= 0);
+        ASSERT(bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
+        ASSERT(getsockname(fd, (struct sockaddr *) &sa, &len) == 0);
+        close(fd);
+        return ntohs(sa.sin_port);
+}
+
+/* GET /metrics with Connection: close: the bytes received, headers included. Fails the
+ * benchmark on an answer other than 200 or one without the daemon's per-port metrics. */
+static size_t scrape(uint16_t port, bool openmetrics) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        static __thread char buf[1 << 16];
+        char req[256];
+        size_t total = 0;
+        bool ok = false, has_port = false;
+
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT(fd >= 0);
+        ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
+        int n = snprintf(req, sizeof(req), "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n%s\r\n",
+                         openmetrics ? "Accept: application/openmetrics-text; version=1.0.0\r\n" : "");
+        ASSERT(write(fd, req, n) == n);
+        for (;;) {
+                ssize_t k = read(fd, buf, sizeof(buf) - 1);
+                ASSERT(k >= 0);
+                if (k == 0)
+                        break;
+                buf[k] = 0;
+                if (total == 0)
+                        ok = !strncmp(buf, "HTTP/1.1 200", 12);
+                has_port = has_port || strstr(buf, "port=\"port1\"");
+                total += k;
+        }
+        close(fd);
+        if (!ok || !has_port) {
+                fprintf(stderr, "scrape: %s\n", ok ? "no metric of port1 in the answer" : "the answer is not 200");
+                exit(1);
+        }
+        return total;
+}
+
+typedef struct Scraper {
+        uint16_t port;
+        atomic_bool stop, on;
+        uint64_t *lat;
+        size_t n, cap;
+} Scraper;
+
+/* While `on`, a scrape every 100 ms (a Prometheus with scrape_interval: 100ms). */
+static void *scraper_thread(void *userdata) {
+        Scraper *sc = userdata;
+
+        /* Prometheus runs elsewhere: the client's own reading (10 MB a scrape) at nice 19
+         * takes a core from no one here, and what is left is the daemon's work */
+        (void) setpriority(PRIO_PROCESS, (id_t) gettid(), 19);
+
+        while (!atomic_load(&sc->stop)) {
+                if (atomic_load(&sc->on)) {
+                        uint64_t t0 = test_now_usec();
+                        (void) scrape(sc->port, false);
+                        if (sc->n < sc->cap)
+                                sc->lat[sc->n++] = test_now_usec() - t0;
+                }
+                usleep(100000);
+        }
+        return NULL;
+}
+
+/* One storm: every back-end connects at once; each port's wait (connect -> DRIVER_OK) into w. */
+static void storm_round(Many *m, uint64_t *w) {
+        unsigned up_now[256], up = 0;
+
+        for (unsigned i = 0; i < m->n; i++)
+                backend_connect(m, i);
+        while (up < m->n)
+                up += serve_ready(m, 5000, up_now, ELEMENTSOF(up_now));
+        for (unsigned i = 0; i < m->n; i++) {
+                w[i] = m->t_up[i] - m->t_conn[i];
+                backend_close(m, i);
+        }
+        usleep(300000);         /* every link down again */
+}
+
+static void print_scrapes(const char *format, uint64_t *lat, size_t n, size_t bytes) {
+        qsort(lat, n, sizeof(uint64_t), test_cmp_u64);
+        printf("result bench=metrics-scrape format=%s scrapes=%zu bytes=%zu p50_us=%" PRIu64 " p99_us=%" PRIu64
+               " max_us=%" PRIu64 "\n", format, n, bytes, pct(lat, n, 50), pct(lat, n, 99), lat[n - 1]);
+}
+
+/* N ports with a device each, metrics on HTTP:
+ *  - reconnect storms without and with a scraper every 100 ms, alternated round by round
+ *    (off, on, off, on, ...: the same daemon, ports, back-ends and gaps); each port's
+ *    replay wait, compared at p50/p99/max;
+ *  - then a scrape's duration and size (text 0.0.4 and OpenMetrics), every histogram filled;
+ *  - wake-ups of the idle daemon between scrapes;
+ *  - RSS against a daemon with metrics off, the same ports and devices, after the same
+ *    warm-up storm, and what the scrapes added. */
+static void bench_metrics(unsigned n, unsigned rounds, unsigned samples, unsigned idle_secs) {
+        Many m;
+        Scraper sc = { .cap = 100000 };
+        char settings[64];
+        pthread_t thread;
+        size_t nw = (size_t) n * ((rounds + 1) / 2);
+        uint64_t *w_off = calloc(nw, sizeof(uint64_t)), *w_on = calloc(nw, sizeof(uint64_t));
+        uint64_t *lat = calloc(samples, sizeof(uint64_t));
+        size_t n_off = 0, n_on = 0, bytes = 0;
+        long rss_on0, anon_on0, rss_on, anon_on, rss_off, anon_off, w0, w1, scratch;
+        uint64_t cpu0, cpu1;
+
+        ASSERT(w_off && w_on && lat);
+        sc.port = free_tcp_port();
+        sc.lat = calloc(sc.cap, sizeof(uint64_t));
+        snprintf(settings, sizeof(settings), "metrics = \"127.0.0.1:%u\";", sc.port);
+        many_start_with(&m, n, 0, settings);
+        storm_round(&m, w_off);         /* a warm-up, not counted: every port replayed once */
+        read_proc(m.d.pid, &rss_on0, &anon_on0, &cpu0, &w0);
+        ASSERT(pthread_create(&thread, NULL, scraper_thread, &sc) == 0);
+        for (unsigned r = 0; r < rounds; r++) {
+                bool on = r % 2;
+                atomic_store(&sc.on, on);
+                usleep(150000);         /* the same gap each round; the scraper is at work when an "on" storm starts */
+                storm_round(&m, on ? w_on + n_on : w_off + n_off);
+                *(on ? &n_on : &n_off) += n;
+        }
+        size_t storm_scrapes = sc.n;
+
+        /* One port's replay at a time, the other ports idle, in blocks of 20 alternated
+         * without and with the scraper (a 2048-port scrape is at work most of each 100 ms) */
+        unsigned blocks = 2 * rounds, per_block = 20, up_now[4];
+        size_t nr = (size_t) per_block * rounds, r_off = 0, r_on = 0;
+        uint64_t *t_off = calloc(nr, sizeof(uint64_t)), *t_on = calloc(nr, sizeof(uint64_t));
+        ASSERT(t_off && t_on);
+        for (unsigned blk = 0; blk < blocks; blk++) {
+                bool on = blk % 2;
+                atomic_store(&sc.on, on);
+                usleep(150000);
+                for (unsigned k = 0; k < per_block; k++) {
+                        unsigned i = (blk * per_block + k) % n;
+                        backend_connect(&m, i);
+                        while (!m.up[i])
+                                (void) serve_ready(&m, 5000, up_now, ELEMENTSOF(up_now));
+                        *(on ? &t_on[r_on++] : &t_off[r_off++]) = m.t_up[i] - m.t_conn[i];
+                        backend_close(&m, i);
+                        usleep(5000);
+                }
+        }
+        atomic_store(&sc.on, false);
+        atomic_store(&sc.stop, true);
+        pthread_join(thread, NULL);
+        qsort(t_off, r_off, sizeof(uint64_t), test_cmp_u64);
+        qsort(t_on, r_on, sizeof(uint64_t), test_cmp_u64);
+        printf("result bench=metrics-replay ports=%u replays_each=%zu scrapes_during=%zu"
+               " off_p50_us=%" PRIu64 " off_p99_us=%" PRIu64 " off_max_us=%" PRIu64
+               " on_p50_us=%" PRIu64 " on_p99_us=%" PRIu64 " on_max_us=%" PRIu64
+               " delta_p50_us=%" PRId64 " delta_p99_us=%" PRId64 "\n",
+               n, r_off, sc.n - storm_scrapes, pct(t_off, r_off, 50), pct(t_off, r_off, 99), t_off[r_off - 1],
+               pct(t_on, r_on, 50), pct(t_on, r_on, 99), t_on[r_on - 1],
+               (int64_t) pct(t_on, r_on, 50) - (int64_t) pct(t_off, r_off, 50),
+               (int64_t) pct(t_on, r_on, 99) - (int64_t) pct(t_off, r_off, 99));
+        free(t_off);
+        free(t_on);
+        qsort(w_off, n_off, sizeof(uint64_t), test_cmp_u64);
+        qsort(w_on, n_on, sizeof(uint64_t), test_cmp_u64);
+        printf("result bench=metrics-storm ports=%u rounds=%u scrapes_during=%zu"
+               " off_p50_us=%" PRIu64 " off_p99_us=%" PRIu64 " off_max_us=%" PRIu64
+               " on_p50_us=%" PRIu64 " on_p99_us=%" PRIu64 " on_max_us=%" PRIu64
+               " delta_p50_us=%" PRId64 " delta_p99_us=%" PRId64 "\n",
+               n, rounds, storm_scrapes, pct(w_off, n_off, 50), pct(w_off, n_off, 99), w_off[n_off - 1],
+               pct(w_on, n_on, 50), pct(w_on, n_on, 99), w_on[n_on - 1],
+               (int64_t) pct(w_on, n_on, 50) - (int64_t) pct(w_off, n_off, 50),
+               (int64_t) pct(w_on, n_on, 99) - (int64_t) pct(w_off, n_off, 99));
+        if (sc.n)
+                print_scrapes("text-during-storms-and-replays", sc.lat, sc.n, 0);
+
+        for (int om = 0; om < 2; om++) {
+                for (unsigned k = 0; k < samples; k++) {
+                        uint64_t t0 = test_now_usec();
+                        bytes = scrape(sc.port, om);
+                        lat[k] = test_now_usec() - t0;
+                        usleep(20000);
+                }
+                print_scrapes(om ? "openmetrics" : "text-0.0.4", lat, samples, bytes);
+        }
+
+        usleep(500000);         /* the last connection closed */
+        read_proc(m.d.pid, &rss_on, &anon_on, &cpu0, &w0);
+        sleep(idle_secs);
+        read_proc(m.d.pid, &scratch, &scratch, &cpu1, &w1);
+        long hz = sysconf(_SC_CLK_TCK);
+        printf("result bench=metrics-idle ports=%u idle_seconds=%u wakeups=%ld wakeups_per_s=%.2f cpu_ms=%.0f\n",
+               n, idle_secs, w1 - w0, (double) (w1 - w0) / idle_secs, (cpu1 - cpu0) * 1000.0 / hz);
+        many_stop(&m);
+
+        /* the same ports and devices, metrics off, after the same warm-up storm */
+        many_start(&m, n, 0);
+        storm_round(&m, w_off);
+        read_proc(m.d.pid, &rss_off, &anon_off, &cpu0, &w0);
+        many_stop(&m);
+        printf("result bench=metrics-memory ports=%u rss_off_kib=%ld rss_on_kib=%ld rss_on_after_scrapes_kib=%ld"
+               " on_minus_off_per_port_bytes=%.0f scrapes_added_per_port_bytes=%.0f\n",
+               n, rss_off, rss_on0, rss_on, (rss_on0 - rss_off) * 1024.0 / n, (rss_on - rss_on0) * 1024.0 / n);
+        free(w_off);
+        free(w_on);
+        free(lat);
+        free(sc.lat);
+}
+
 /* ---- like for like: vhost-recond's replay against DPDK's own reconnect ---------------- */
 
 #define COMPARE_MAX_MSGS 64
@@ -678,6 +903,8 @@ int main(int argc, char **argv) {
                 bench_flap(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
         else if (argc >= 5 && !strcmp(argv[1], "standin"))
                 bench_standin(argv[2], argv[3], argv[4]);
+        else if (argc >= 6 && !strcmp(argv[1], "metrics"))
+                bench_metrics(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
         else if (argc >= 4 && !strcmp(argv[1], "idle"))
                 bench_idle(atoi(argv[2]), atoi(argv[3]));
         else {
