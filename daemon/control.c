@@ -538,16 +538,25 @@ int control_server_new(Manager *m, const char *path, mode_t mode, const char *gr
                 s->have_admin_gid = true;
         }
         const char *from = NULL;
+        ListenerHolder holder = { 0 };
         s->fd = manager_take_listener(m, path, &from);
         if (s->fd >= 0) {
                 s->from_unit = strncmp(from, "vr.", 3) != 0;
                 r = 0;
         } else
-                r = listener_open(path, mode, group, &s->fd);
+                r = listener_open(path, mode, group, &s->fd, &holder);
         if (r < 0) {
                 free(s);
                 if (r == -ESRCH)
                         return log_error_errno(EINVAL, "control_group '%s' does not exist", group);
+                if (r == -EADDRINUSE && holder.pid > 0)
+                        return log_error_errno(r, "Cannot listen on control socket %s: process %d (uid %u) listens "
+                                               "there (another vhost-recond?); give this one another control path",
+                                               path, (int) holder.pid, (unsigned) holder.uid);
+                if (r == -EADDRINUSE)
+                        return log_error_errno(r, "Cannot listen on control socket %s: a socket of uid %u is there "
+                                               "and vhost-recond cannot tell whether it is in use; remove it if it "
+                                               "is stale", path, (unsigned) holder.uid);
                 return log_error_errno(r, "Cannot listen on control socket %s: %m", path);
         }
         s->path = strdup(path);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <grp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,8 +37,36 @@ static int fill_addr(const char *path, struct sockaddr_un *ret) {
         return 0;
 }
 
-int listener_open(const char *path, mode_t mode, const char *group, int *ret_fd) {
+/* Whether the socket at path (sa) may be replaced: it may when nothing listens on it, or
+ * when its listener was made by a process that is gone or by this one (a listener systemd
+ * keeps in the fd store for an earlier vhost-recond). A live process's socket is not ours:
+ * -EADDRINUSE, with its holder when the kernel tells it. */
+static int check_replaceable(const struct sockaddr_un *sa, const struct stat *st, ListenerHolder *ret_holder) {
+        _cleanup_(closep) int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct ucred cred = { 0 };
+        socklen_t len = sizeof(cred);
+
+        if (fd < 0)
+                return -errno;
+        *ret_holder = (ListenerHolder) { .pid = 0, .uid = st->st_uid };
+        if (connect(fd, (const struct sockaddr *) sa, sizeof(*sa)) < 0) {
+                if (errno == ECONNREFUSED || errno == ENOENT)
+                        return 0;
+                /* EAGAIN: a full backlog, a listener that does not accept; EACCES: a socket
+                 * vhost-recond may not connect to, so it cannot tell who holds it */
+                return -EADDRINUSE;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0)
+                return -EADDRINUSE;
+        *ret_holder = (ListenerHolder) { .pid = cred.pid, .uid = cred.uid };
+        if (cred.pid == getpid() || (kill(cred.pid, 0) < 0 && errno == ESRCH))
+                return 0;
+        return -EADDRINUSE;
+}
+
+int listener_open(const char *path, mode_t mode, const char *group, int *ret_fd, ListenerHolder *ret_holder) {
         _cleanup_(closep) int fd = -1;
+        ListenerHolder holder;
         struct sockaddr_un sa;
         struct stat st;
         gid_t gid = (gid_t) -1;
@@ -54,6 +83,11 @@ int listener_open(const char *path, mode_t mode, const char *group, int *ret_fd)
         if (lstat(path, &st) == 0) {
                 if (!S_ISSOCK(st.st_mode))
                         return -EEXIST;
+                if ((r = check_replaceable(&sa, &st, &holder)) < 0) {
+                        if (ret_holder)
+                                *ret_holder = holder;
+                        return r;
+                }
                 if (unlink(path) < 0)
                         return -errno;
         }

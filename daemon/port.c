@@ -382,6 +382,7 @@ static int open_side(Port *p, PortSide side) {
                 return 0;
         }
         const char *from = NULL;
+        ListenerHolder holder = { 0 };
         p->listen_fd[side] = manager_take_listener(p->manager, sc->path, &from);
         if (p->listen_fd[side] < 0 && (p->listen_fd[side] = fdstore_take_listener(p->manager->fdstore, sc->path)) >= 0)
                 from = "vr.f (fd store)";
@@ -391,7 +392,7 @@ static int open_side(Port *p, PortSide side) {
                 log_info("%s: adopted the listening socket %s from systemd (%s)", p->config.name, sc->path, from);
                 r = 0;
         } else
-                r = listener_open(sc->path, p->config.socket_mode, p->config.socket_group, &p->listen_fd[side]);
+                r = listener_open(sc->path, p->config.socket_mode, p->config.socket_group, &p->listen_fd[side], &holder);
         if (r == -ESRCH)
                 return log_error_errno(EINVAL, "%s: socket_group '%s' does not exist", p->config.name,
                                        p->config.socket_group);
@@ -403,6 +404,17 @@ static int open_side(Port *p, PortSide side) {
                 return log_error_errno(r, "%s: cannot listen on %s: its directory is not writable by vhost-recond "
                                        "(uid %u); give the directory to that user or use /run/vhost-recon", p->config.name,
                                        sc->path, (unsigned) geteuid());
+        if (r == -EADDRINUSE && holder.pid > 0)
+                return log_error_errno(r, "%s: cannot listen on %s: process %d (uid %u) listens there, it is not "
+                                       "this vhost-recond's socket; give the port another path or stop that process",
+                                       p->config.name, sc->path, (int) holder.pid, (unsigned) holder.uid);
+        if (r == -EADDRINUSE)
+                return log_error_errno(r, "%s: cannot listen on %s: a socket of uid %u is there and vhost-recond "
+                                       "(uid %u) cannot tell whether it is in use; remove it if it is stale",
+                                       p->config.name, sc->path, (unsigned) holder.uid, (unsigned) geteuid());
+        if (r == -EEXIST)
+                return log_error_errno(r, "%s: cannot listen on %s: a file that is not a socket is there",
+                                       p->config.name, sc->path);
         if (r == -EROFS)
                 return log_error_errno(r, "%s: cannot listen on %s: read-only here (under systemd: add its "
                                        "directory to ReadWritePaths= in a drop-in)", p->config.name, sc->path);

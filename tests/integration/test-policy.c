@@ -4,9 +4,13 @@
  * group without ever being wider, whatever the daemon's umask. Needs root (to be another
  * uid); skips with the reason otherwise. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -280,6 +284,131 @@ static void test_socket_mode_never_wider(void) {
         (void) !system(cmd);
 }
 
+/* A listening socket of another process: a child binds it and listens as uid/gid (the
+ * credentials the kernel gives its clients), then accepts and closes until killed. Returns
+ * its pid once it listens. */
+static pid_t listen_as(const char *path, uid_t uid, gid_t gid) {
+        int ready[2];
+        ASSERT(pipe(ready) == 0);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+                int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+                if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                        _exit(PEER_BROKEN);
+                become(uid, gid);       /* bound in the test's directory, listening as uid */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);       /* gone with the test (after become(): a uid change clears it) */
+                if (listen(fd, 16) < 0)
+                        _exit(PEER_BROKEN);
+                (void) !write(ready[1], "x", 1);
+                for (;;) {
+                        int c = accept(fd, NULL, NULL);
+                        if (c >= 0)
+                                close(c);
+                }
+        }
+        char x;
+        close(ready[1]);
+        ASSERT(read(ready[0], &x, 1) == 1);
+        close(ready[0]);
+        return pid;
+}
+
+/* The pid that listens on path, as the kernel tells a client (-1 if nothing does). */
+static pid_t listener_pid(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT(fd >= 0);
+        pid_t pid = -1;
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0 &&
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+                pid = cred.pid;
+        close(fd);
+        return pid;
+}
+
+/* Socket paths the daemon does not own: another process's live socket is left to it (a
+ * clear error naming the path, the pid and uid), a stale socket is replaced, a file that is
+ * not a socket is an error; the other ports go on. A second daemon on the same control
+ * socket refuses to start and names the first one. */
+static void test_socket_paths_not_taken(void) {
+        char live[128], stale[128], file[128], other[128], needle[320], cmd[512];
+        Daemon d;
+
+        daemon_prepare(&d);
+        ASSERT(chmod(d.dir, 0755) == 0);
+        daemon_write_config(&d, 4, "reply_timeout_ms = 1000;", "features = 0x140000000L;", "server", "server", 50);
+        daemon_path(&d, 0, false, live, sizeof(live));
+        daemon_path(&d, 1, false, stale, sizeof(stale));
+        daemon_path(&d, 2, false, file, sizeof(file));
+        daemon_path(&d, 3, false, other, sizeof(other));
+        pid_t holder = listen_as(live, NOBODY, NOBODY);
+        pid_t gone = listen_as(stale, 0, 0);
+        ASSERT(kill(gone, SIGKILL) == 0);
+        ASSERT(waitpid(gone, NULL, 0) == gone);         /* its socket file stays, with nobody behind it */
+        int f = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        ASSERT(f >= 0);
+        close(f);
+
+        daemon_exec(&d);
+        char *log = daemon_log_read(&d);
+        ASSERT(strstr(log, "2 of 4 ports could not start"));
+        snprintf(needle, sizeof(needle), "port0: cannot listen on %s: process %d (uid %d) listens there", live,
+                 (int) holder, NOBODY);
+        ASSERT(strstr(log, needle));
+        snprintf(needle, sizeof(needle), "port2: cannot listen on %s: a file that is not a socket is there", file);
+        ASSERT(strstr(log, needle));
+        free(log);
+        ASSERT_EQ(listener_pid(live), holder);          /* still the other process's socket */
+        struct stat st;
+        ASSERT(stat(file, &st) == 0 && S_ISREG(st.st_mode));
+        ASSERT_EQ(listener_pid(stale), d.pid);          /* the stale one replaced */
+        ASSERT_EQ(frontend_as(stale, 0, 0), PEER_SERVED);
+        ASSERT_EQ(frontend_as(other, 0, 0), PEER_SERVED);
+        printf("another process's live socket left to it, a stale one replaced, a regular file refused\n");
+
+        /* a second daemon on the same config takes none of the first one's sockets */
+        snprintf(cmd, sizeof(cmd), "timeout 10 %s --config %s 2> %s/second.log", VHOST_RECOND_PATH, d.conf, d.dir);
+        int status = system(cmd);
+        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 124);
+        ASSERT_EQ(listener_pid(stale), d.pid);
+        ASSERT_EQ(listener_pid(other), d.pid);
+        ASSERT_EQ(frontend_as(other, 0, 0), PEER_SERVED);
+        /* one with ports of its own but the same control socket refuses to start, naming it */
+        snprintf(cmd, sizeof(cmd), "sed 's#/port\\([0-9]\\)#/second\\1#g' %s > %s/second.conf && "
+                 "timeout 10 %s --config %s/second.conf 2> %s/second.log", d.conf, d.dir, VHOST_RECOND_PATH, d.dir, d.dir);
+        status = system(cmd);
+        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 124);
+        snprintf(cmd, sizeof(cmd), "%s/second.log", d.dir);
+        FILE *second = fopen(cmd, "re");
+        ASSERT(second);
+        char text[4096] = "";
+        size_t n = fread(text, 1, sizeof(text) - 1, second);
+        text[n] = 0;
+        fclose(second);
+        snprintf(needle, sizeof(needle), "Cannot listen on control socket %s/control: process %d (uid 0) listens there",
+                 d.dir, (int) d.pid);
+        ASSERT(strstr(text, needle));
+        ASSERT_EQ(listener_pid(other), d.pid);
+        ASSERT_EQ(frontend_as(other, 0, 0), PEER_SERVED);       /* the first daemon goes on */
+        printf("a second vhost-recond on the same control socket: %s", strstr(text, "Cannot listen"));
+
+        int exit_status;
+        ASSERT(kill(d.pid, SIGTERM) == 0 && waitpid(d.pid, &exit_status, 0) == d.pid);
+        ASSERT(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0);
+        ASSERT_EQ(listener_pid(live), holder);          /* its stop did not remove it either */
+        ASSERT(access(stale, F_OK) < 0);                /* but its own sockets went */
+        kill(holder, SIGKILL);
+        waitpid(holder, NULL, 0);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
+        (void) !system(cmd);
+}
+
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         if (geteuid() != 0) {
@@ -292,6 +421,7 @@ int main(void) {
                 TEST_CASE(test_allow_gids),
                 TEST_CASE(test_backend_allow_uids_client),
                 TEST_CASE(test_socket_mode_never_wider),
+                TEST_CASE(test_socket_paths_not_taken),
         };
         return run_tests(cases, ELEMENTSOF(cases));
 }
