@@ -549,14 +549,12 @@ int control_server_new(Manager *m, const char *path, mode_t mode, const char *gr
                 free(s);
                 if (r == -ESRCH)
                         return log_error_errno(EINVAL, "control_group '%s' does not exist", group);
-                if (r == -EADDRINUSE && holder.pid > 0)
-                        return log_error_errno(r, "Cannot listen on control socket %s: process %d (uid %u) listens "
-                                               "there (another vhost-recond?); give this one another control path",
-                                               path, (int) holder.pid, (unsigned) holder.uid);
-                if (r == -EADDRINUSE)
-                        return log_error_errno(r, "Cannot listen on control socket %s: a socket of uid %u is there "
-                                               "and vhost-recond cannot tell whether it is in use; remove it if it "
-                                               "is stale", path, (unsigned) holder.uid);
+                if (r == -EADDRINUSE) {
+                        char what[192];
+                        return log_error_errno(r, "Cannot listen on control socket %s: %s (another vhost-recond?); "
+                                               "give this one another control path", path,
+                                               listener_holder_describe(&holder, what, sizeof(what)));
+                }
                 return log_error_errno(r, "Cannot listen on control socket %s: %m", path);
         }
         s->path = strdup(path);

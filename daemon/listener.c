@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,7 +41,7 @@ static int fill_addr(const char *path, struct sockaddr_un *ret) {
 /* Whether the socket at path (sa) may be replaced: it may when nothing listens on it, or
  * when its listener was made by a process that is gone or by this one (a listener systemd
  * keeps in the fd store for an earlier vhost-recond). A live process's socket is not ours:
- * -EADDRINUSE, with its holder when the kernel tells it. */
+ * -EADDRINUSE, with its holder as far as the kernel tells it. */
 static int check_replaceable(const struct sockaddr_un *sa, const struct stat *st, ListenerHolder *ret_holder) {
         _cleanup_(closep) int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         struct ucred cred = { 0 };
@@ -48,25 +49,48 @@ static int check_replaceable(const struct sockaddr_un *sa, const struct stat *st
 
         if (fd < 0)
                 return -errno;
-        *ret_holder = (ListenerHolder) { .pid = 0, .uid = st->st_uid };
         if (connect(fd, (const struct sockaddr *) sa, sizeof(*sa)) < 0) {
                 if (errno == ECONNREFUSED || errno == ENOENT)
                         return 0;
-                /* EAGAIN: a full backlog, a listener that does not accept; EACCES: a socket
-                 * vhost-recond may not connect to, so it cannot tell who holds it */
+                *ret_holder = (ListenerHolder) { errno == EAGAIN ? HOLDER_BUSY : HOLDER_UNKNOWN, 0, st->st_uid };
                 return -EADDRINUSE;
         }
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0)
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return -errno;
+        if (cred.pid <= 0) {
+                *ret_holder = (ListenerHolder) { HOLDER_ELSEWHERE, 0, cred.uid };
                 return -EADDRINUSE;
-        *ret_holder = (ListenerHolder) { .pid = cred.pid, .uid = cred.uid };
+        }
         if (cred.pid == getpid() || (kill(cred.pid, 0) < 0 && errno == ESRCH))
                 return 0;
+        *ret_holder = (ListenerHolder) { HOLDER_PROCESS, cred.pid, cred.uid };
         return -EADDRINUSE;
+}
+
+const char *listener_holder_describe(const ListenerHolder *h, char *buf, size_t size) {
+        switch (h->kind) {
+        case HOLDER_PROCESS:
+                snprintf(buf, size, "process %d (uid %u) listens there", (int) h->pid, (unsigned) h->uid);
+                break;
+        case HOLDER_ELSEWHERE:
+                snprintf(buf, size, "a process of uid %u in another PID namespace listens there", (unsigned) h->uid);
+                break;
+        case HOLDER_BUSY:
+                snprintf(buf, size, "a process listens there and accepts no connection (the socket is uid %u's)",
+                         (unsigned) h->uid);
+                break;
+        default:
+                snprintf(buf, size, "a socket of uid %u is there that vhost-recond (uid %u) may not connect to, so "
+                         "it cannot tell whether it is in use (remove it if it is stale)", (unsigned) h->uid,
+                         (unsigned) geteuid());
+                break;
+        }
+        return buf;
 }
 
 int listener_open(const char *path, mode_t mode, const char *group, int *ret_fd, ListenerHolder *ret_holder) {
         _cleanup_(closep) int fd = -1;
-        ListenerHolder holder;
+        ListenerHolder holder = { 0 };
         struct sockaddr_un sa;
         struct stat st;
         gid_t gid = (gid_t) -1;

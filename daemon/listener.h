@@ -1,15 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stddef.h>
 #include <sys/types.h>
 
-/* Who listens on a socket that listener_open() would not replace: pid 0 when the kernel did
- * not say (a full backlog, or a socket vhost-recond may not connect to; uid is then the
- * socket file's owner). */
+/* Who holds a socket that listener_open() would not replace. */
+typedef enum HolderKind {
+        HOLDER_PROCESS,         /* a process of this PID namespace: pid and uid */
+        HOLDER_ELSEWHERE,       /* a process in another PID namespace: uid only */
+        HOLDER_BUSY,            /* a listener that accepts nothing (full backlog): uid of the file */
+        HOLDER_UNKNOWN,         /* a socket vhost-recond may not connect to: uid of the file */
+} HolderKind;
+
 typedef struct ListenerHolder {
+        HolderKind kind;
         pid_t pid;
         uid_t uid;
 } ListenerHolder;
+
+/* "process 12 (uid 0) listens there", and so on: for the error line that names the path. */
+const char *listener_holder_describe(const ListenerHolder *h, char *buf, size_t size);
 
 /* A listening unix socket at path, created with mode and group from the start: it is bound
  * under a 0177 umask (owner-only), then given its group and mode, so it is never wider than

@@ -404,14 +404,12 @@ static int open_side(Port *p, PortSide side) {
                 return log_error_errno(r, "%s: cannot listen on %s: its directory is not writable by vhost-recond "
                                        "(uid %u); give the directory to that user or use /run/vhost-recon", p->config.name,
                                        sc->path, (unsigned) geteuid());
-        if (r == -EADDRINUSE && holder.pid > 0)
-                return log_error_errno(r, "%s: cannot listen on %s: process %d (uid %u) listens there, it is not "
-                                       "this vhost-recond's socket; give the port another path or stop that process",
-                                       p->config.name, sc->path, (int) holder.pid, (unsigned) holder.uid);
-        if (r == -EADDRINUSE)
-                return log_error_errno(r, "%s: cannot listen on %s: a socket of uid %u is there and vhost-recond "
-                                       "(uid %u) cannot tell whether it is in use; remove it if it is stale",
-                                       p->config.name, sc->path, (unsigned) holder.uid, (unsigned) geteuid());
+        if (r == -EADDRINUSE) {
+                char what[192];
+                return log_error_errno(r, "%s: cannot listen on %s: %s, it is not this vhost-recond's socket; give "
+                                       "the port another path or stop that process", p->config.name, sc->path,
+                                       listener_holder_describe(&holder, what, sizeof(what)));
+        }
         if (r == -EEXIST)
                 return log_error_errno(r, "%s: cannot listen on %s: a file that is not a socket is there",
                                        p->config.name, sc->path);
