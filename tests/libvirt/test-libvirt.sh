@@ -12,9 +12,10 @@
 #    plugged again with virsh attach-device. Each time the domain stays running, virsh
 #    domifstat's counters rise again, the guest's counters rise, and the guest sees no link
 #    change except the unplug itself;
-#  - bad input: a port whose socket directory vhost-recond cannot write, and a port whose
-#    policy refuses the uid libvirt runs QEMU as: each a clear error naming the path or uid,
-#    the other port goes on.
+#  - bad input: a port whose socket directory vhost-recond cannot write, a port whose path
+#    is another process's live socket (left to it), a port whose policy refuses the uid
+#    libvirt runs QEMU as, and a domain whose XML points at a socket no port owns: each a
+#    clear error naming the path or uid, the other port goes on.
 set -u
 BUILD=${1:?usage: $0 BUILD-DIR}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -39,11 +40,13 @@ WORK=$(mktemp -d /var/lib/vr-libvirt-XXXXXX)
 chmod 0755 "$WORK"
 NAME=vr-libvirt-$$
 LIBVIRTD_PID=
+OTHER_PID=
 DOM=vr-guest-$$
 cleanup() {
     [ -n "$LIBVIRTD_PID" ] && { virsh destroy "$DOM" >/dev/null 2>&1; kill "$LIBVIRTD_PID" 2>/dev/null; wait "$LIBVIRTD_PID" 2>/dev/null; }
     # this run's QEMU only (its -name is the domain's, unique to this run), if libvirtd went first
     pkill -9 -f -- "-name guest=$DOM," 2>/dev/null
+    [ -n "$OTHER_PID" ] && kill "$OTHER_PID" 2>/dev/null
     ovs_cleanup
     sandbox_stop "$WORK" "$NAME"
     [ -n "${KEEP_TEST_LOGS:-}" ] || rm -rf "$WORK"
@@ -91,7 +94,23 @@ mkdir -p "$WORK/units/vhost-recon.service.d"
 mkdir -p "$WORK/sockets"
 mkdir -m 0755 "$WORK/root-only"   # a socket directory of the wrong owner (root)
 chown vhost-recon:vhost-recon "$WORK/sockets"
-printf '[Service]\nReadWritePaths=%s %s\n' "$WORK/sockets" "$WORK/root-only" > "$WORK/units/vhost-recon.service.d/sockets.conf"
+# another process's socket (a libvirt-qemu process on the host, group kvm 0660) where a port's is configured
+mkdir -m 0755 "$WORK/other"
+chown libvirt-qemu:kvm "$WORK/other"
+setpriv --reuid libvirt-qemu --regid kvm --clear-groups /usr/bin/python3 -c '
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o660); s.listen()
+print("listening", flush=True)
+while True: s.accept()[0].close()' "$WORK/other/taken.sock" > "$WORK/other.log" 2>&1 &
+OTHER_PID=$!
+for _ in $(seq 50); do grep -q listening "$WORK/other.log" && break; sleep 0.1; done
+# the pid that listens on a socket, as the kernel tells a client of it
+listener_pid() { python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+print(struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0])' "$1" 2>/dev/null; }
+[ "$(listener_pid "$WORK/other/taken.sock")" = "$OTHER_PID" ] || fail "the other process does not listen"
+printf '[Service]\nReadWritePaths=%s %s %s\n' "$WORK/sockets" "$WORK/root-only" "$WORK/other" > "$WORK/units/vhost-recon.service.d/sockets.conf"
 # vhu0: the front-end socket's name is the OVS interface's, which is how libvirt finds the
 # OVS port of a vhost-user NIC (for domifstat)
 cat > "$WORK/vhost-recon.conf" <<CONF
@@ -107,7 +126,10 @@ ports = (
   { name = "refuse";
     frontend = { path = "$WORK/sockets/refuse"; };
     backend  = { path = "$WORK/sockets/refuse.vswitch.sock"; };
-    socket_group = "kvm"; socket_mode = "0660"; allow_uids = [ 0 ]; }
+    socket_group = "kvm"; socket_mode = "0660"; allow_uids = [ 0 ]; },
+  { name = "taken";
+    frontend = { path = "$WORK/other/taken.sock"; };
+    backend  = { path = "$WORK/sockets/taken.vswitch.sock"; }; }
 );
 CONF
 sandbox_start "$WORK" "$NAME" || fail "the sandbox did not start"
@@ -120,8 +142,13 @@ user=$(sd ps -o user= -p "$(sd systemctl show -p MainPID --value $U)" | tr -d ' 
 # bad input: the port whose directory vhost-recond cannot write fails, the others start
 line=$(sd journalctl --no-pager -u $U | grep -m1 "cannot listen on $WORK/root-only/badir.sock: its directory is not writable")
 [ -n "$line" ] || fail "no clear error for a socket directory vhost-recond cannot write"
-wait_journal_count "1 of 3 ports could not start" 1 5 || fail "the other ports did not start"
-echo "ok: bad socket directory: ${line#*]: }; the other 2 ports started"
+echo "ok: bad socket directory: ${line#*]: }"
+line=$(sd journalctl --no-pager -u $U | grep -m1 "taken: cannot listen on $WORK/other/taken.sock: a process of uid $(id -u libvirt-qemu) in another PID namespace listens there")
+[ -n "$line" ] || fail "no clear error for a path where another process's socket is"
+[ "$(listener_pid "$WORK/other/taken.sock")" = "$OTHER_PID" ] || fail "vhost-recond took the other process's socket"
+echo "ok: another process's socket: ${line#*]: }; it is still that process's"
+wait_journal_count "2 of 4 ports could not start" 1 5 || fail "the other ports did not start"
+echo "ok: the other 2 ports started"
 
 # 2. OVS with DPDK, reflecting the guest's packets
 mkdir -p "$WORK/ovs"
@@ -275,4 +302,18 @@ echo "ok: refused uid, 1000 connections, $lines log line(s): ${line#*]: }"
 domain_running "after a refused front-end"
 traffic_goes_on "vhu0 after 1000 refused connections on another port" 20 30
 echo "ok: vhu0 goes on"
-echo "7 passed, 0 failed"
+
+# bad input: a domain whose NIC points at a socket no port of vhost-recond owns
+BAD=vr-bad-$$
+sed -e "s#<name>$DOM</name>#<name>$BAD</name>#" -e "s#$WORK/sockets/vhu0'#$WORK/sockets/nosuch'#" \
+    -e "s#$WORK/guest.log#$WORK/bad-guest.log#g" "$WORK/domain.xml" > "$WORK/bad-domain.xml"
+if virsh create "$WORK/bad-domain.xml" > "$WORK/bad-create.log" 2>&1; then
+    virsh destroy "$BAD" > /dev/null 2>&1
+    fail "libvirt started a domain whose vhost-user socket does not exist"
+fi
+grep -q "$WORK/sockets/nosuch" "$WORK/bad-create.log" || fail "the error does not name the socket: $(cat "$WORK/bad-create.log")"
+echo "ok: a domain XML pointing at a socket no port owns: virsh create fails: $(grep -m1 -o "Failed to connect to.*" "$WORK/bad-create.log" || head -1 "$WORK/bad-create.log")"
+domain_running "after the bad domain"
+traffic_goes_on "vhu0 after the bad domain" 20 30
+echo "ok: vhu0 goes on"
+echo "9 passed, 0 failed"

@@ -97,8 +97,15 @@ echo "ok: apt-get install: user $(id vhost-recon), /run/vhost-recon, /etc/vhost-
 # 3. the package's own units, unchanged, in a real systemd
 mkdir -p "$WORK/units"
 cp /lib/systemd/system/vhost-recon.service /lib/systemd/system/vhost-recon@.service /lib/systemd/system/vhost-recon@.socket "$WORK/units/"
-for u in vhost-recon.service vhost-recon@.service; do
-    printf '    %s: ' "$u"; systemd-analyze security --offline=true "$WORK/units/$u" 2>/dev/null | tail -1
+# every service the package ships, rated as installed: at most 1.5 (the issue's bar)
+services=$(dpkg -L vhost-recon | grep '/systemd/system/.*\.service$')
+[ -n "$services" ] || fail "the package ships no service unit"
+for u in $services; do
+    rating=$(systemd-analyze security --offline=true "$u" 2>/dev/null | tail -1)
+    level=$(echo "$rating" | grep -o '[0-9]*\.[0-9]' | tail -1)
+    [ -n "$level" ] || fail "systemd-analyze security rates nothing for $u: $rating"
+    awk -v l="$level" 'BEGIN { exit !(l <= 1.5) }' || fail "$rating (more than 1.5)"
+    echo "ok: $(basename "$u"): systemd-analyze security $level (at most 1.5)"
 done
 sandbox_start "$WORK" "$NAME" || fail "the sandbox did not start"
 ROOT=$(sandbox_root "$WORK")
@@ -148,4 +155,4 @@ left=$(comm -13 "$WORK/files.before" "$WORK/files.after")
 [ -z "$left" ] || fail "apt-get purge left: $left"
 [ ! -e /etc/vhost-recon.conf ] || fail "/etc/vhost-recon.conf is still there"
 echo "ok: apt-get purge: no file left (the vhost-recon user stays, as Debian does for system users)"
-echo "4 passed, 0 failed"
+echo "$((4 + $(echo "$services" | wc -w))) passed, 0 failed"
