@@ -61,8 +61,8 @@ wait_active() {
     for i in $(seq 100); do [ "$(sd systemctl is-active "$1")" = active ] && return 0; sleep 0.05; done
     return 1
 }
-files_now() {   # every file of the system a package could leave behind
-    find /etc /usr /lib /var/lib /run -xdev \( -path /var/lib/dpkg -o -path /var/lib/apt -o -path "$WORK" \
+files_now() {   # every file of the system a package could leave behind (not the test's DPDK peers' /run/dpdk)
+    find /etc /usr /lib /var/lib /run -xdev \( -path /var/lib/dpkg -o -path /var/lib/apt -o -path "$WORK" -o -path /run/dpdk \
         -o -path /var/lib/systemd/deb-systemd-helper-enabled -o -path '/var/lib/vr-*' -o -path /usr/share/man -o -path /var/cache \) -prune \
         -o -print 2>/dev/null | sort
 }
