@@ -24,12 +24,28 @@
 #define HTTP_MEMORY_LIMIT (32u * 1024)  /* per connection: the request headers must fit */
 #define HTTP_BLOCK_SIZE (32u * 1024)    /* a response is produced this much at a time */
 #define SCRAPE_PORTS_PER_STEP 16u
+/* A request must be in whole this long after its connection opened or the previous answer
+ * was sent: the idle timeout alone let a client that sends a header byte every second keep
+ * its connection, and 32 of them would keep the endpoint for good. */
+#define HTTP_REQUEST_DEADLINE_USEC (10u * 1000000u)
+
+typedef struct HttpConnection HttpConnection;
 
 struct MetricsServer {
         Manager *manager;
         struct MHD_Daemon *daemon;
         sd_event_source *io, *timer;
-        uint64_t requests, scrapes;
+        uint64_t requests, scrapes, cut_off;
+        unsigned n_connections;
+        HttpConnection *connections;    /* at most HTTP_CONNECTION_LIMIT */
+};
+
+/* A connection whose request is still coming: deadline is when it must be in (0 while one
+ * is answered). */
+struct HttpConnection {
+        struct MHD_Connection *connection;
+        uint64_t deadline;
+        HttpConnection *prev, *next;
 };
 
 typedef struct Scrape {
@@ -40,20 +56,103 @@ typedef struct Scrape {
         size_t off;
 } Scrape;
 
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+        MetricsServer *s = cls;
+        HttpConnection *h = *socket_context;
+
+        if (code == MHD_CONNECTION_NOTIFY_STARTED)
+                s->n_connections++;
+        else
+                s->n_connections--;
+        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+                h = calloc(1, sizeof(HttpConnection));
+                if (!h)
+                        return;         /* not watched for its deadline; the idle timeout stays */
+                h->connection = connection;
+                h->deadline = now_usec() + HTTP_REQUEST_DEADLINE_USEC;
+                h->next = s->connections;
+                if (h->next)
+                        h->next->prev = h;
+                s->connections = h;
+                *socket_context = h;
+        } else if (h) {
+                if (h->prev)
+                        h->prev->next = h->next;
+                else
+                        s->connections = h->next;
+                if (h->next)
+                        h->next->prev = h->prev;
+                free(h);
+                *socket_context = NULL;
+        }
+}
+
+static HttpConnection *connection_of(struct MHD_Connection *c) {
+        const union MHD_ConnectionInfo *info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        return info ? info->socket_context : NULL;
+}
+
+/* The next request of a kept-alive connection has its own deadline. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+        HttpConnection *h = connection_of(c);
+        if (h)
+                h->deadline = now_usec() + HTTP_REQUEST_DEADLINE_USEC;
+}
+
+/* Connections past their deadline are shut down (the fd stays libmicrohttpd's, which sees
+ * the end and closes it); returns the next deadline, or UINT64_MAX. */
+static uint64_t cut_off_late(MetricsServer *s) {
+        uint64_t now = now_usec(), next = UINT64_MAX;
+
+        for (HttpConnection *h = s->connections; h; h = h->next) {
+                if (h->deadline == 0)
+                        continue;
+                if (h->deadline > now) {
+                        next = MIN(next, h->deadline);
+                        continue;
+                }
+                const union MHD_ConnectionInfo *info = MHD_get_connection_info(h->connection,
+                                                                               MHD_CONNECTION_INFO_CONNECTION_FD);
+                if (info)
+                        (void) shutdown(info->connect_fd, SHUT_RDWR);
+                h->deadline = 0;
+                s->cut_off++;
+                log_debug("metrics: an HTTP client did not send its request within %u s; closing it",
+                          (unsigned) (HTTP_REQUEST_DEADLINE_USEC / 1000000u));
+        }
+        return next;
+}
+
 static void update_timer(MetricsServer *s) {
         MHD_UNSIGNED_LONG_LONG ms;
+        uint64_t at = cut_off_late(s);
 
-        if (MHD_get_timeout(s->daemon, &ms) != MHD_YES) {
+        if (MHD_get_timeout(s->daemon, &ms) == MHD_YES)
+                at = MIN(at, now_usec() + ms * 1000);
+        if (at == UINT64_MAX) {
                 /* no connection: nothing to time, the loop sleeps */
                 (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
                 return;
         }
-        (void) sd_event_source_set_time(s->timer, now_usec() + ms * 1000);
+        (void) sd_event_source_set_time(s->timer, at);
         (void) sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
 }
 
 static void run(MetricsServer *s) {
-        (void) MHD_run(s->daemon);
+        unsigned before;
+
+        /* libmicrohttpd puts its listening socket back into its epoll set (taken out at the
+         * connection limit) only at the start of a run: while a run frees or opens
+         * connections, run again. Otherwise, once the last connections closed together at
+         * the limit, clients in the backlog and every new one waited for an event that
+         * never came: the endpoint was deaf for good. */
+        for (unsigned i = 0; i < 8; i++) {
+                before = s->n_connections;
+                (void) MHD_run(s->daemon);
+                if (s->n_connections == before)
+                        break;
+        }
         update_timer(s);
 }
 
@@ -120,7 +219,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls) {
         MetricsServer *s = cls;
+        HttpConnection *h = connection_of(c);
 
+        if (h)
+                h->deadline = 0;        /* the request is in: the idle timeout covers the answer */
         s->requests++;
         if (strcmp(url, "/metrics") != 0)
                 return queue_text(c, MHD_HTTP_NOT_FOUND, "Not found: vhost-recond serves /metrics only.\n", NULL);
@@ -196,6 +298,8 @@ int metrics_server_new(Manager *m, MetricsServer **ret) {
                                      MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTION_LIMIT,
                                      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_TIMEOUT_S,
                                      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HTTP_MEMORY_LIMIT,
+                                     MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                      MHD_OPTION_END);
         if (!s->daemon) {
                 safe_close(fd);
