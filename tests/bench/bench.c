@@ -39,6 +39,7 @@
 
 #include "control-client.h"
 #include "daemon-harness.h"
+#include "http-client.h"
 #include "fdstore-standin.h"
 #include "io.h"
 #include "macro.h"
@@ -550,50 +551,20 @@ static void bench_idle(unsigned n, unsigned secs) {
 
 /* ---- metrics: a scrape's cost, and what a scraper does to replays ----------------------- */
 
-static uint16_t free_tcp_port(void) {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof(sa);
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ASSERT(fd >= 0);
-        ASSERT(bind(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
-        ASSERT(getsockname(fd, (struct sockaddr *) &sa, &len) == 0);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 /* GET /metrics with Connection: close: the bytes received, headers included. Fails the
  * benchmark on an answer other than 200 or one without the daemon's per-port metrics. */
 static size_t scrape(uint16_t port, bool openmetrics) {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        static __thread char buf[1 << 16];
         char req[256];
-        size_t total = 0;
-        bool ok = false, has_port = false;
+        HttpAnswer a;
 
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        ASSERT(fd >= 0);
-        ASSERT(connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0);
         int n = snprintf(req, sizeof(req), "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n%s\r\n",
                          openmetrics ? "Accept: application/openmetrics-text; version=1.0.0\r\n" : "");
-        ASSERT(write(fd, req, n) == n);
-        for (;;) {
-                ssize_t k = read(fd, buf, sizeof(buf) - 1);
-                ASSERT(k >= 0);
-                if (k == 0)
-                        break;
-                buf[k] = 0;
-                if (total == 0)
-                        ok = !strncmp(buf, "HTTP/1.1 200", 12);
-                has_port = has_port || strstr(buf, "port=\"port1\"");
-                total += k;
-        }
-        close(fd);
-        if (!ok || !has_port) {
-                fprintf(stderr, "scrape: %s\n", ok ? "no metric of port1 in the answer" : "the answer is not 200");
+        ASSERT(http_exchange(port, req, (size_t) n, "port=\"port1\"", 10000, &a) == 0);
+        if (a.status != 200 || !a.found) {
+                fprintf(stderr, "scrape: %s\n", a.status == 200 ? "no metric of port1 in the answer" : "the answer is not 200");
                 exit(1);
         }
-        return total;
+        return a.bytes;
 }
 
 typedef struct Scraper {
@@ -665,7 +636,7 @@ static void bench_metrics(unsigned n, unsigned rounds, unsigned samples, unsigne
         uint64_t cpu0, cpu1;
 
         ASSERT(w_off && w_on && lat);
-        sc.port = free_tcp_port();
+        sc.port = http_free_port();
         sc.lat = calloc(sc.cap, sizeof(uint64_t));
         snprintf(settings, sizeof(settings), "metrics = \"127.0.0.1:%u\";", sc.port);
         many_start_with(&m, n, 0, settings);
