@@ -118,6 +118,7 @@ static uint64_t cut_off_late(MetricsServer *s) {
                         (void) shutdown(info->connect_fd, SHUT_RDWR);
                 h->deadline = 0;
                 s->cut_off++;
+                next = now;             /* a run right away, to see it end */
                 log_debug("metrics: an HTTP client did not send its request within %u s; closing it",
                           (unsigned) (HTTP_REQUEST_DEADLINE_USEC / 1000000u));
         }
