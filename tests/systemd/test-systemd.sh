@@ -49,7 +49,8 @@ wait_active() {
 }
 
 # Install as a user would, then point the units at that install and at a test config.
-sandbox_install "$BUILD" "$WORK" vhost-recon.service vhost-recon@.service vhost-recon@.socket || fail "$SANDBOX_ERROR"
+sandbox_install "$BUILD" "$WORK" vhost-recon.service vhost-recon@.service vhost-recon@.socket vhost-recon-metrics.socket ||
+    fail "$SANDBOX_ERROR"
 CTL=$SANDBOX_CTL
 systemd-analyze verify --man=no "$WORK/units/vhost-recon.service" "$WORK/units/vhost-recon@.service" \
     "$WORK/units/vhost-recon@.socket" > "$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log"; fail "systemd-analyze verify"; }
@@ -158,5 +159,22 @@ echo "$out" | grep -A6 '"frontend"' | grep -q '"connected":true' || fail "port0'
 [ "$(sd systemctl show -p StatusText --value vhost-recon.service)" = "2 ports, 0 up" ] || fail "status after reload"
 echo "ok: systemctl reload added port1; port0's front-end stayed connected (1 connect)"
 kill $HOLDER_PID; HOLDER_PID=
+
+# 5. Prometheus' endpoint through the shipped vhost-recon-metrics.socket: systemd opens
+# 127.0.0.1:9477 and passes it, so the unchanged unit (PrivateNetwork=yes, AF_UNIX only)
+# serves it; a connection starts vhost-recon.service
+sd systemctl stop vhost-recon.service
+sed -i '1i metrics = "socket";' "$WORK/vhost-recon.conf"
+sd ip link set lo up || fail "no loopback in the sandbox"
+sd systemctl start vhost-recon-metrics.socket || fail "systemctl start vhost-recon-metrics.socket"
+[ "$(sd systemctl is-active vhost-recon.service)" != active ] || fail "vhost-recon.service started before any scrape"
+code=$(sd curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://127.0.0.1:9477/metrics) || true
+[ "$code" = 200 ] || fail "GET /metrics through vhost-recon-metrics.socket: '$code'"
+wait_active vhost-recon.service || fail "the scrape did not start vhost-recon.service"
+body=$(sd curl -s --max-time 10 http://127.0.0.1:9477/metrics)
+echo "$body" | grep -q '^vhost_recon_port_link_up{port="port1"}' || fail "no port metrics in the scrape: $(echo "$body" | head -5)"
+journal_has vhost-recon.service "metrics: serving" || fail "the daemon did not log its endpoint"
+echo "ok: vhost-recon-metrics.socket: a scrape started vhost-recon.service (unchanged unit, no IP network of its own), 200 with $(echo "$body" | grep -c '^vhost_recon_') samples"
+sd systemctl stop vhost-recon.service vhost-recon-metrics.socket
 [ -z "${SKIPPED:-}" ] || { echo "SKIP: case \"$SKIPPED\" could not run (see above); the others passed"; exit 77; }
-echo "4 passed, 0 failed"
+echo "5 passed, 0 failed"
