@@ -423,11 +423,6 @@ static void replay_unlink(Manager *m, Port *p) {
 }
 
 void manager_replay_begin(Manager *m, Port *p) {
-        if (!p->replay_running) {
-                p->replay_running = true;
-                if (m->n_replays_running++ == 0)
-                        metrics_server_hold(m->metrics, true);
-        }
         if (m->replay_handoff_ms == 0 || p->replay_queued || p->replay_boosted)
                 return;
         p->replay_prev = m->replay_tail;
@@ -441,11 +436,6 @@ void manager_replay_begin(Manager *m, Port *p) {
 }
 
 void manager_replay_end(Manager *m, Port *p) {
-        if (p->replay_running) {
-                p->replay_running = false;
-                if (--m->n_replays_running == 0)
-                        metrics_server_hold(m->metrics, false);
-        }
         replay_unlink(m, p);
         if (p->replay_boosted && p->backend)
                 (void) io_watch_set_boost(p->backend->io, false);

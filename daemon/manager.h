@@ -57,7 +57,6 @@ typedef struct Manager {
         ControlServer *control;
         LinkMap *link_map;
         struct MetricsServer *metrics;  /* HTTP /metrics (metrics.h); NULL: off */
-        unsigned n_replays_running;     /* back-ends between connect and replay done: the endpoint waits */
 
         /* fds systemd passed at start: socket units' listeners and the fd store */
         int *passed_fds;

@@ -28,8 +28,6 @@
  * was sent: the idle timeout alone let a client that sends a header byte every second keep
  * its connection, and 32 of them would keep the endpoint for good. */
 #define HTTP_REQUEST_DEADLINE_USEC (10u * 1000000u)
-/* How long a scrape waits behind replays, at most, before it takes its steps again. */
-#define HTTP_HOLD_MAX_USEC (50u * 1000u)
 
 typedef struct HttpConnection HttpConnection;
 
@@ -39,8 +37,6 @@ struct MetricsServer {
         sd_event_source *io, *timer;
         uint64_t requests, scrapes, cut_off;
         unsigned n_connections;
-        sd_event_source *hold_timer;    /* ends a hold that lasts too long */
-        bool held, hold_expired;
         HttpConnection *connections;    /* at most HTTP_CONNECTION_LIMIT */
 };
 
@@ -133,9 +129,6 @@ static void update_timer(MetricsServer *s) {
         MHD_UNSIGNED_LONG_LONG ms;
         uint64_t at = cut_off_late(s);
 
-        if (s->held && !s->hold_expired)
-                return;         /* set_running() takes it up again */
-
         if (MHD_get_timeout(s->daemon, &ms) == MHD_YES)
                 at = MIN(at, now_usec() + ms * 1000);
         if (at == UINT64_MAX) {
@@ -162,40 +155,6 @@ static void run(MetricsServer *s) {
                         break;
         }
         update_timer(s);
-}
-
-static void set_running(MetricsServer *s, bool on) {
-        (void) sd_event_source_set_enabled(s->io, on ? SD_EVENT_ON : SD_EVENT_OFF);
-        if (!on) {
-                (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
-                return;
-        }
-        /* work may be pending inside libmicrohttpd without an fd event: a run soon */
-        (void) sd_event_source_set_time(s->timer, now_usec());
-        (void) sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
-}
-
-static int on_hold_timer(sd_event_source *src, uint64_t usec, void *userdata) {
-        MetricsServer *s = userdata;
-        s->hold_expired = true;         /* until the replays are over: then a hold may start again */
-        set_running(s, true);
-        return 0;
-}
-
-void metrics_server_hold(MetricsServer *s, bool on) {
-        if (!s || s->held == on)
-                return;
-        s->held = on;
-        if (on) {
-                set_running(s, false);
-                (void) sd_event_source_set_time(s->hold_timer, now_usec() + HTTP_HOLD_MAX_USEC);
-                (void) sd_event_source_set_enabled(s->hold_timer, SD_EVENT_ONESHOT);
-                return;
-        }
-        (void) sd_event_source_set_enabled(s->hold_timer, SD_EVENT_OFF);
-        if (!s->hold_expired)
-                set_running(s, true);
-        s->hold_expired = false;
 }
 
 static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -361,10 +320,6 @@ int metrics_server_new(Manager *m, MetricsServer **ret) {
          * it wrote to a socket that still takes more, and a late timer made a 1.2 MB scrape
          * of 256 ports last 9.5 s */
         (void) sd_event_source_set_time_accuracy(s->timer, 1);
-        r = sd_event_add_time(m->event, &s->hold_timer, CLOCK_MONOTONIC, 0, 1000, on_hold_timer, s);
-        if (r < 0)
-                return log_error_errno(r, "metrics: cannot add the HTTP hold timer: %m");
-        (void) sd_event_source_set_enabled(s->hold_timer, SD_EVENT_OFF);
         (void) sd_event_source_set_priority(s->io, SD_EVENT_PRIORITY_IDLE);
         (void) sd_event_source_set_priority(s->timer, SD_EVENT_PRIORITY_IDLE);
         (void) sd_event_source_set_description(s->io, "metrics-http");
@@ -379,7 +334,6 @@ MetricsServer *metrics_server_free(MetricsServer *s) {
                 return NULL;
         sd_event_source_disable_unref(s->io);
         sd_event_source_disable_unref(s->timer);
-        sd_event_source_disable_unref(s->hold_timer);
         if (s->daemon)
                 MHD_stop_daemon(s->daemon);     /* closes the listener and the connections */
         free(s);

@@ -77,8 +77,4 @@ void metrics_write_all(Manager *m, JsonBuf *b, bool openmetrics);
 /* The HTTP endpoint (metrics-server.c): NULL in *ret when the setting is off. */
 int metrics_server_new(Manager *m, MetricsServer **ret);
 MetricsServer *metrics_server_free(MetricsServer *s);
-/* While replays are under way the endpoint waits (on: true), so that no HTTP step sits
- * between a replay's round trips; it waits 50 ms at most each time, then goes on. NULL: a
- * no-op. */
-void metrics_server_hold(MetricsServer *s, bool on);
 DEFINE_TRIVIAL_CLEANUP_FUNC(MetricsServer *, metrics_server_free);

@@ -121,7 +121,6 @@ typedef struct Port {
         struct Port *replay_prev, *replay_next;
         bool replay_queued;
         bool replay_boosted;            /* its back-end is served before anything else */
-        bool replay_running;            /* counted in the manager's n_replays_running */
         /* the back-end's connect, not yet logged nor sent to monitors (manager_announce) */
         struct Port *announce_next;
         bool announce_pending;
