@@ -157,16 +157,25 @@ static void test_bad_requests(Bench *b) {
         expect_scrape(b);
 }
 
-/* The attack, from a child: `flood` connections at once (non-blocking connects, never a
- * byte) and `slow` clients that send a header line every 200 ms, all held hold_s seconds. */
-static pid_t attack(uint16_t port, unsigned flood, unsigned slow, unsigned hold_s) {
+/* A child for a client of the endpoint: it dies with the test and holds none of its fds
+ * (the peers' connections are the parent's to close). Returns its pid, 0 in the child. */
+static pid_t fork_client(void) {
         fflush(stdout);
         pid_t pid = fork();
         ASSERT(pid >= 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                (void) close_range(3, ~0u, 0);
+        }
+        return pid;
+}
+
+/* The attack, from a child: `flood` connections at once (non-blocking connects, never a
+ * byte) and `slow` clients that send a header line every 200 ms, all held hold_s seconds. */
+static pid_t attack(uint16_t port, unsigned flood, unsigned slow, unsigned hold_s) {
+        pid_t pid = fork_client();
         if (pid > 0)
                 return pid;
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        (void) close_range(3, ~0u, 0);  /* the peers' connections are the parent's to close */
         struct rlimit rl;
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < flood + slow + 64) {
                 rl.rlim_cur = rl.rlim_max < flood + slow + 64 ? rl.rlim_max : flood + slow + 64;
@@ -205,13 +214,9 @@ static pid_t attack(uint16_t port, unsigned flood, unsigned slow, unsigned hold_
  * with the ports' metrics. */
 static pid_t scrape_later(uint16_t port, unsigned secs) {
         static const char get[] = "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-        fflush(stdout);
-        pid_t pid = fork();
-        ASSERT(pid >= 0);
+        pid_t pid = fork_client();
         if (pid > 0)
                 return pid;
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        (void) close_range(3, ~0u, 0);
         sleep(secs);
         HttpAnswer a;
         uint64_t t0 = now_us();
