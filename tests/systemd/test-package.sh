@@ -6,8 +6,9 @@
 #  - in a real systemd (PID 1 of private namespaces) with the package's own units and its
 #    own /etc/vhost-recon.conf: systemctl start vhost-recon@port0 runs vhost-recond as
 #    vhost-recon with no capability, its sockets are group kvm 0660; DPDK testpmd on both
-#    sides; vhost-recond SIGKILLed (systemd restarts it from the fd store) and the switch
-#    restarted: traffic goes on, the app never sees a link change;
+#    sides; vhost-recond SIGKILLed (systemd restarts it from the fd store), restarted with
+#    systemctl restart, and the switch restarted: traffic goes on, the app never sees a
+#    link change;
 #  - apt-get purge leaves no file behind.
 # Installs and purges the package on this machine (root only; the CI machine is fresh).
 set -u
@@ -134,6 +135,14 @@ for i in 1 2; do
     before=$(dpdk_rx "$WORK/frontend.log")
     dpdk_wait_rx_above "$WORK/frontend.log" $((before + 50000)) 20 || fail "SIGKILL $i: traffic stopped"
 done
+# and a clean restart, as an upgrade or an operator does it
+restored=$(journal_count "port0: restored from the fd store")
+pid_before=$(main_pid)
+sd systemctl restart $U || fail "systemctl restart $U"
+wait_journal_count "port0: restored from the fd store" $((restored + 1)) 15 || fail "systemctl restart: port0 not restored"
+[ "$(main_pid)" != "$pid_before" ] || fail "systemctl restart did not restart vhost-recond"
+before=$(dpdk_rx "$WORK/frontend.log")
+dpdk_wait_rx_above "$WORK/frontend.log" $((before + 50000)) 20 || fail "systemctl restart: traffic stopped"
 [ "$(sd ps -o user= -p "$(main_pid)" | tr -d ' ')" = vhost-recon ] || fail "the restarted daemon is not vhost-recon"
 replays=$(journal_count "port0: replay done")
 kill -9 "$BACKEND_PID"; wait "$BACKEND_PID" 2>/dev/null
@@ -143,7 +152,7 @@ before=$(dpdk_rx "$WORK/frontend.log")
 dpdk_wait_rx_above "$WORK/frontend.log" $((before + 100000)) 30 || fail "no traffic after the switch restart"
 kill -0 "$fe_pid" || fail "the app died"
 if grep -qiE "link state change|is down" "$WORK/frontend.log"; then fail "the app saw a link change"; fi
-echo "ok: 2 SIGKILLs of vhost-recond (restarted by systemd as vhost-recon) and a switch restart: traffic went on, the app never saw a link change"
+echo "ok: 2 SIGKILLs of vhost-recond (restarted by systemd as vhost-recon), a systemctl restart and a switch restart: traffic went on, the app never saw a link change"
 dpdk_cleanup; FRONTEND_PID= BACKEND_PID=
 sd systemctl stop $U
 sandbox_stop "$WORK" "$NAME"
