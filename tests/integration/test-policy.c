@@ -332,6 +332,36 @@ static pid_t listener_pid(const char *path) {
         return pid;
 }
 
+/* Occurrences of needle in the daemon's log. */
+static unsigned log_count(const Daemon *d, const char *needle) {
+        char *log = daemon_log_read(d);
+        unsigned n = 0;
+        for (const char *p = log; (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        free(log);
+        return n;
+}
+
+/* Waits until the port has seen `connections` front-end connections (each probe that
+ * looked who listens is one; one that came while another was still there was refused) and
+ * every accepted one has left: a port serves one front-end at a time, so the next one
+ * would be refused while an earlier one is still being closed. */
+static void settle(const Daemon *d, const char *port, unsigned connections) {
+        char connected[64], refused[64], left[64];
+        snprintf(connected, sizeof(connected), "%s: front-end connected", port);
+        snprintf(refused, sizeof(refused), "%s: refusing a second front-end", port);
+        snprintf(left, sizeof(left), "%s: front-end disconnected", port);
+        for (int i = 0; i < 300; i++) {
+                unsigned in = log_count(d, connected);
+                if (in + log_count(d, refused) >= connections && log_count(d, left) == in)
+                        return;
+                usleep(10 * 1000);
+        }
+        fprintf(stderr, "%s: %u front-end connections seen (%u refused), %u left; %u expected\n", port,
+                log_count(d, connected), log_count(d, refused), log_count(d, left), connections);
+        ASSERT(false);
+}
+
 /* Socket paths the daemon does not own: another process's live socket is left to it (a
  * clear error naming the path, the pid and uid), a stale socket is replaced, a file that is
  * not a socket is an error; the other ports go on. A second daemon on the same control
@@ -368,6 +398,7 @@ static void test_socket_paths_not_taken(void) {
         struct stat st;
         ASSERT(stat(file, &st) == 0 && S_ISREG(st.st_mode));
         ASSERT_EQ(listener_pid(stale), d.pid);          /* the stale one replaced */
+        settle(&d, "port1", 1);
         ASSERT_EQ(frontend_as(stale, 0, 0), PEER_SERVED);
         ASSERT_EQ(frontend_as(other, 0, 0), PEER_SERVED);
         printf("another process's live socket left to it, a stale one replaced, a regular file refused\n");
@@ -378,6 +409,7 @@ static void test_socket_paths_not_taken(void) {
         ASSERT(WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 124);
         ASSERT_EQ(listener_pid(stale), d.pid);
         ASSERT_EQ(listener_pid(other), d.pid);
+        settle(&d, "port3", 3);         /* ours, the second daemon's look, ours */
         ASSERT_EQ(frontend_as(other, 0, 0), PEER_SERVED);
         /* one with ports of its own but the same control socket refuses to start, naming it */
         snprintf(cmd, sizeof(cmd), "sed 's#/port\\([0-9]\\)#/second\\1#g' %s > %s/second.conf && "
@@ -395,6 +427,7 @@ static void test_socket_paths_not_taken(void) {
                  d.dir, (int) d.pid);
         ASSERT(strstr(text, needle));
         ASSERT_EQ(listener_pid(other), d.pid);
+        settle(&d, "port3", 5);
         ASSERT_EQ(frontend_as(other, 0, 0), PEER_SERVED);       /* the first daemon goes on */
         printf("a second vhost-recond on the same control socket: %s", strstr(text, "Cannot listen"));
 
