@@ -227,7 +227,16 @@ int main(void) {
         /* 7. killed right after a front-end connection was accepted and stored */
         arm_crash("frontend-stored");
         starts = sd.starts;
-        ASSERT_EQ(peers_setup_device(fe0, be0, &fe, &be, 2), 0);
+        /* the back-end first, and its probe's end committed (the next loop iteration, the
+         * daemon otherwise idle) before the front-end connects: when both came in one batch,
+         * the crash at the store found the back-end still probing in the last state, and it
+         * was closed for a fresh replay (right, but not what this case looks at) */
+        ASSERT_EQ(backend_peer_open(&be, be0, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
+        ASSERT_EQ(backend_peer_serve_until(&be, VU_GET_PROTOCOL_FEATURES, UINT64_MAX, PEER_TIMEOUT_MS), 0);
+        ASSERT(daemon_log_wait(&d, "port0: back-end ready", 2000));
+        usleep(20 * 1000);
+        ASSERT_EQ(frontend_peer_open(&fe, fe0, 1u << 20), 0);
+        ASSERT_EQ(frontend_peer_setup_while_serving(&fe, &be, 2), 0);
         ASSERT(sd.starts > starts);
         ASSERT(daemon_log_wait(&d, "port0: the front-end connection accepted just before the crash", 2000));
         frontend_aligned();
