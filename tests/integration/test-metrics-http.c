@@ -22,7 +22,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "control-client.h"
@@ -50,19 +49,8 @@ typedef struct Bench {
         BackendPeer be;
 } Bench;
 
-static uint64_t now_us(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-        return x < y ? -1 : x > y;
-}
-
 static void print_figures(const char *what, const char *phase, uint64_t *v, size_t n) {
-        qsort(v, n, sizeof(*v), cmp_u64);
+        qsort(v, n, sizeof(*v), test_cmp_u64);
         printf("%s %s: n=%zu p50 %llu us, max %llu us\n", what, phase, n, (unsigned long long) v[n / 2],
                (unsigned long long) v[n - 1]);
 }
@@ -72,19 +60,19 @@ static void print_figures(const char *what, const char *phase, uint64_t *v, size
 static uint64_t switch_reconnect(Bench *b) {
         backend_peer_close(&b->be);
         ASSERT(daemon_log_wait(&b->d, "port0: link down", 5000));
-        uint64_t t0 = now_us();
+        uint64_t t0 = test_now_usec();
         ASSERT_EQ(backend_peer_open(&b->be, b->be_path, NET_TEST_FEATURES, NET_TEST_PROTOCOL_FEATURES), 0);
         ASSERT_EQ(backend_peer_serve_until(&b->be, VU_SET_STATUS, 0xf, 10000), 0);
-        uint64_t t = now_us() - t0;
+        uint64_t t = test_now_usec() - t0;
         ASSERT(daemon_log_wait(&b->d, "port0: replay done in", 5000));
         ASSERT(daemon_log_wait(&b->d, "port0: link up", 5000));
         return t;
 }
 
 static uint64_t control_call(Bench *b) {
-        uint64_t t0 = now_us();
+        uint64_t t0 = test_now_usec();
         json_object *r = control_call_ok(b->ctl, "io.vhostrecon.ListPorts", NULL);
-        uint64_t t = now_us() - t0;
+        uint64_t t = test_now_usec() - t0;
         ASSERT(r);
         json_object_put(r);
         return t;
@@ -219,12 +207,12 @@ static pid_t scrape_later(uint16_t port, unsigned secs) {
                 return pid;
         sleep(secs);
         HttpAnswer a;
-        uint64_t t0 = now_us();
+        uint64_t t0 = test_now_usec();
         int r = http_exchange(port, get, sizeof(get) - 1, "port=\"port0\"", 20000, &a);
         bool ok = r == 0 && a.status == 200 && a.found;
         printf("a scrape %u s into the attack: %s after %.2f s\n", secs,
                r < 0 ? strerror(-r) : ok ? "200 with the ports' metrics" : a.status ? "an error status" : "no answer",
-               (now_us() - t0) / 1e6);
+               (test_now_usec() - t0) / 1e6);
         fflush(stdout);
         _exit(ok ? 0 : 1);
 }
@@ -256,36 +244,36 @@ int main(void) {
          * listening socket back into its epoll set only at an event that never came; now it
          * is at most its 5 s idle timeout later, for a close it read with the last bytes) */
         printf("== %d slow clients, held 2 s, leaving together\n", SLOW);
-        uint64_t t0 = now_us();
+        uint64_t t0 = test_now_usec();
         pid_t child = attack(b.http, 0, SLOW, 2);
         pid_t scraper = scrape_later(b.http, 1);
         ASSERT(waitpid(scraper, &status, 0) == scraper && WIFEXITED(status));
-        printf("the scrape ended %.1f s into it\n", (now_us() - t0) / 1e6);
+        printf("the scrape ended %.1f s into it\n", (test_now_usec() - t0) / 1e6);
         ASSERT_EQ(WEXITSTATUS(status), 0);
         ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
         /* slow clients alone, longer than the request deadline: they are cut off, and a
          * scrape that waited behind them is answered while they still send */
         printf("== %d slow clients, held %d s\n", SLOW, SLOW_HOLD_S);
-        t0 = now_us();
+        t0 = test_now_usec();
         child = attack(b.http, 0, SLOW, SLOW_HOLD_S);
         scraper = scrape_later(b.http, 2);
         ASSERT(waitpid(scraper, &status, 0) == scraper && WIFEXITED(status));
         bool in_time = running(child);
-        printf("the scrape ended %.1f s into it, %s\n", (now_us() - t0) / 1e6,
+        printf("the scrape ended %.1f s into it, %s\n", (test_now_usec() - t0) / 1e6,
                in_time ? "the slow clients still sending" : "after the slow clients left");
         ASSERT_EQ(WEXITSTATUS(status), 0);
         ASSERT(in_time);
         ASSERT(kill(child, SIGKILL) == 0 && waitpid(child, &status, 0) == child);     /* seen enough */
 
         printf("== 1000 connections and 40 slow clients, held %d s\n", HOLD_S);
-        t0 = now_us();
+        t0 = test_now_usec();
         child = attack(b.http, FLOOD, SLOW, HOLD_S);
         scraper = scrape_later(b.http, HOLD_S / 2);
         measure(&b, "under attack", child, &fds_max);
         ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
         ASSERT(waitpid(scraper, &status, 0) == scraper && WIFEXITED(status));
-        printf("the attack took %.1f s\n", (now_us() - t0) / 1e6);
+        printf("the attack took %.1f s\n", (test_now_usec() - t0) / 1e6);
         printf("daemon fds: %d idle, at most %d under attack (it allows %d HTTP connections)\n", fds_idle, fds_max,
                HTTP_CONNECTION_LIMIT);
         ASSERT(fds_max <= fds_idle + HTTP_CONNECTION_LIMIT + 2);
