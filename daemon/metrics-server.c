@@ -35,7 +35,6 @@ struct MetricsServer {
         Manager *manager;
         struct MHD_Daemon *daemon;
         sd_event_source *io, *timer;
-        uint64_t requests, scrapes, cut_off;
         unsigned n_connections;
         HttpConnection *connections;    /* at most HTTP_CONNECTION_LIMIT */
 };
@@ -61,11 +60,8 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
         MetricsServer *s = cls;
         HttpConnection *h = *socket_context;
 
-        if (code == MHD_CONNECTION_NOTIFY_STARTED)
-                s->n_connections++;
-        else
-                s->n_connections--;
         if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+                s->n_connections++;
                 h = calloc(1, sizeof(HttpConnection));
                 if (!h)
                         return;         /* not watched for its deadline; the idle timeout stays */
@@ -76,7 +72,10 @@ static void on_connection(void *cls, struct MHD_Connection *connection, void **s
                         h->next->prev = h;
                 s->connections = h;
                 *socket_context = h;
-        } else if (h) {
+                return;
+        }
+        s->n_connections--;
+        if (h) {
                 if (h->prev)
                         h->prev->next = h->next;
                 else
@@ -117,7 +116,6 @@ static uint64_t cut_off_late(MetricsServer *s) {
                 if (info)
                         (void) shutdown(info->connect_fd, SHUT_RDWR);
                 h->deadline = 0;
-                s->cut_off++;
                 next = now;             /* a run right away, to see it end */
                 log_debug("metrics: an HTTP client did not send its request within %u s; closing it",
                           (unsigned) (HTTP_REQUEST_DEADLINE_USEC / 1000000u));
@@ -224,7 +222,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
         if (h)
                 h->deadline = 0;        /* the request is in: the idle timeout covers the answer */
-        s->requests++;
         if (strcmp(url, "/metrics") != 0)
                 return queue_text(c, MHD_HTTP_NOT_FOUND, "Not found: vhost-recond serves /metrics only.\n", NULL);
         if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
@@ -243,7 +240,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         (void) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                                        sc->openmetrics ? METRICS_CONTENT_TYPE_OPENMETRICS : METRICS_CONTENT_TYPE_TEXT);
-        s->scrapes++;
         enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
         MHD_destroy_response(r);
         return ret;
