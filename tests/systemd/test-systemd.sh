@@ -59,12 +59,7 @@ for u in vhost-recon.service vhost-recon@.service; do
     printf '%s: ' "$u"; systemd-analyze security --offline=true "$WORK/units/$u" 2>/dev/null | tail -1
 done
 
-cat > "$WORK/vhost-recon.conf" <<CONF
-control = "/run/vhost-recon/control";
-ports = ( { name = "port0";
-            frontend = { path = "/run/vhost-recon/port0.sock"; };
-            backend  = { path = "/run/vhost-recon/port0.vswitch.sock"; }; } );
-CONF
+sandbox_port0_config "$WORK"
 # The watchdog fires quickly here if the daemon ever stops pinging.
 mkdir -p "$WORK/units/vhost-recon@.service.d"
 printf '[Service]\nWatchdogSec=1s\n' > "$WORK/units/vhost-recon@.service.d/test.conf"
