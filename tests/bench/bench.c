@@ -623,6 +623,19 @@ static void print_scrapes(const char *format, uint64_t *lat, size_t n, size_t by
  *  - wake-ups of the idle daemon between scrapes;
  *  - RSS against a daemon with metrics off, the same ports and devices, after the same
  *    warm-up storm, and what the scrapes added. */
+/* The rest of a result line for samples without and with a scraper: p50, p99 and max of
+ * each (sorted here), and the differences. */
+static void print_off_on(uint64_t *off, size_t n_off, uint64_t *on, size_t n_on) {
+        qsort(off, n_off, sizeof(uint64_t), test_cmp_u64);
+        qsort(on, n_on, sizeof(uint64_t), test_cmp_u64);
+        printf(" off_p50_us=%" PRIu64 " off_p99_us=%" PRIu64 " off_max_us=%" PRIu64
+               " on_p50_us=%" PRIu64 " on_p99_us=%" PRIu64 " on_max_us=%" PRIu64
+               " delta_p50_us=%" PRId64 " delta_p99_us=%" PRId64 "\n",
+               pct(off, n_off, 50), pct(off, n_off, 99), off[n_off - 1], pct(on, n_on, 50), pct(on, n_on, 99),
+               on[n_on - 1], (int64_t) pct(on, n_on, 50) - (int64_t) pct(off, n_off, 50),
+               (int64_t) pct(on, n_on, 99) - (int64_t) pct(off, n_off, 99));
+}
+
 static void bench_metrics(unsigned n, unsigned rounds, unsigned samples, unsigned idle_secs) {
         Many m;
         Scraper sc = { .cap = 100000 };
@@ -675,28 +688,13 @@ static void bench_metrics(unsigned n, unsigned rounds, unsigned samples, unsigne
         atomic_store(&sc.on, false);
         atomic_store(&sc.stop, true);
         pthread_join(thread, NULL);
-        qsort(t_off, r_off, sizeof(uint64_t), test_cmp_u64);
-        qsort(t_on, r_on, sizeof(uint64_t), test_cmp_u64);
-        printf("result bench=metrics-replay ports=%u replays_each=%zu scrapes_during=%zu"
-               " off_p50_us=%" PRIu64 " off_p99_us=%" PRIu64 " off_max_us=%" PRIu64
-               " on_p50_us=%" PRIu64 " on_p99_us=%" PRIu64 " on_max_us=%" PRIu64
-               " delta_p50_us=%" PRId64 " delta_p99_us=%" PRId64 "\n",
-               n, r_off, sc.n - storm_scrapes, pct(t_off, r_off, 50), pct(t_off, r_off, 99), t_off[r_off - 1],
-               pct(t_on, r_on, 50), pct(t_on, r_on, 99), t_on[r_on - 1],
-               (int64_t) pct(t_on, r_on, 50) - (int64_t) pct(t_off, r_off, 50),
-               (int64_t) pct(t_on, r_on, 99) - (int64_t) pct(t_off, r_off, 99));
+        printf("result bench=metrics-replay ports=%u replays_each=%zu scrapes_during=%zu", n, r_off,
+               sc.n - storm_scrapes);
+        print_off_on(t_off, r_off, t_on, r_on);
         free(t_off);
         free(t_on);
-        qsort(w_off, n_off, sizeof(uint64_t), test_cmp_u64);
-        qsort(w_on, n_on, sizeof(uint64_t), test_cmp_u64);
-        printf("result bench=metrics-storm ports=%u rounds=%u scrapes_during=%zu"
-               " off_p50_us=%" PRIu64 " off_p99_us=%" PRIu64 " off_max_us=%" PRIu64
-               " on_p50_us=%" PRIu64 " on_p99_us=%" PRIu64 " on_max_us=%" PRIu64
-               " delta_p50_us=%" PRId64 " delta_p99_us=%" PRId64 "\n",
-               n, rounds, storm_scrapes, pct(w_off, n_off, 50), pct(w_off, n_off, 99), w_off[n_off - 1],
-               pct(w_on, n_on, 50), pct(w_on, n_on, 99), w_on[n_on - 1],
-               (int64_t) pct(w_on, n_on, 50) - (int64_t) pct(w_off, n_off, 50),
-               (int64_t) pct(w_on, n_on, 99) - (int64_t) pct(w_off, n_off, 99));
+        printf("result bench=metrics-storm ports=%u rounds=%u scrapes_during=%zu", n, rounds, storm_scrapes);
+        print_off_on(w_off, n_off, w_on, n_on);
         if (sc.n)
                 print_scrapes("text-during-storms-and-replays", sc.lat, sc.n, 0);
 
