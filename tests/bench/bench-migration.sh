@@ -59,10 +59,6 @@ vm() {   # name socket extra...
     VM_PID=$QEMU_PID
     PIDS="$PIDS $VM_PID"
 }
-wait_line() {   # file pattern seconds
-    for _ in $(seq $(($3 * 10))); do grep -aqE "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
 
 # Each VM: its sockets, where it is now (0 or 1), its QEMU's name and pid.
 declare -A sock0=([R]=$WORK/port0.sock [D]=$WORK/direct0.sock) sock1=([R]=$WORK/port1.sock [D]=$WORK/direct1.sock)
@@ -72,7 +68,7 @@ for v in R D; do
     vm "$v-0" "${sock0[$v]}"; pid[$v]=$VM_PID
 done
 for v in R D; do
-    wait_line "$WORK/guest-$v-0.log" "^UDP sent=[0-9]+ recv=[1-9]" 120 || { echo "VM $v gets no traffic back"; tail "$WORK"/*.log; exit 1; }
+    qemu_wait_line "$WORK/guest-$v-0.log" "^UDP sent=[0-9]+ recv=[1-9]" 120 || { echo "VM $v gets no traffic back"; tail "$WORK"/*.log; exit 1; }
 done
 
 migrate_once() {   # vm
@@ -95,7 +91,7 @@ migrate_once() {   # vm
     rm -f "$WORK/guest-${name[$v]}.log"
     at[$v]=$next; gen[$v]=$g; name[$v]=$new; pid[$v]=$newpid
     # the guest goes on at the destination before the next round
-    wait_line "$WORK/guest-$new.log" "^UDP sent" 30 || {
+    qemu_wait_line "$WORK/guest-$new.log" "^UDP sent" 30 || {
         echo "VM $v: no traffic after migration $g; the destination QEMU says:" >&2
         qemu_state "$WORK/qmp-$new.sock" >&2; qemu_guest_oops "$WORK/guest-$new.log" >&2
         return 1; }

@@ -32,6 +32,9 @@
 #                                (first lines), local APIC
 #   qemu_guest_oops LOG          the guest kernel's BUG/Oops/panic lines (the tests' own
 #                                log filters drop kernel lines: these must not be dropped)
+#   qemu_wait_line FILE PATTERN SECONDS
+#                                waits until FILE (a guest's serial log, a daemon's log) has
+#                                a line matching the extended regex PATTERN; 1 after SECONDS
 #
 # Guest RAM is $QEMU_MEM: 256 MiB + 8 KiB, not 256 MiB, and that is on purpose. QEMU 7.2
 # (Debian 12) loses guest writes during a live migration under TCG: when it syncs the dirty
@@ -122,6 +125,12 @@ qemu_state() {   # qmp-socket
         timeout 5 python3 "$QEMU_LIB_DIR/qmp.py" "$1" human-monitor-command "{\"command-line\": \"$c\"}" |
             python3 -c 'import json,sys; print(json.load(sys.stdin))' | grep -E '^(RAX|RIP|EFL|ES |CS )|HLT|ISR|IRR|LVTT|Timer'
     done
+}
+
+qemu_wait_line() {   # file pattern seconds
+    local i
+    for i in $(seq $(($3 * 10))); do grep -aqE "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
 }
 
 qemu_guest_oops() {   # guest-log

@@ -18,16 +18,15 @@ vm() {   # name extra...
     qemu_start "$@" --mode mig -- -netdev user,id=n0 -device virtio-net-pci,netdev=n0,vectors=0
     PIDS="$PIDS $QEMU_PID"
 }
-waitl() { for _ in $(seq $(($3 * 10))); do grep -aqE "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 echo "guest RAM $QEMU_MEM"
 vm 0; cur=0; cur_pid=$QEMU_PID
-waitl "$WORK/guest-0.log" '^UDP sent' 120 || { echo "the guest did not boot"; tail "$WORK/guest-0.log"; exit 2; }
+qemu_wait_line "$WORK/guest-0.log" '^UDP sent' 120 || { echo "the guest did not boot"; tail "$WORK/guest-0.log"; exit 2; }
 for i in $(seq "$N"); do
     vm "$i" --incoming "unix:$WORK/mig-$i.sock"; next_pid=$QEMU_PID
     for _ in $(seq 100); do [ -S "$WORK/mig-$i.sock" ] && break; sleep 0.05; done
     times=$(qemu_migrate "$WORK/qmp-$cur.sock" "unix:$WORK/mig-$i.sock") || { echo "migration $i failed"; exit 2; }
     qemu_qmp "$WORK/qmp-$cur.sock" quit > /dev/null; wait "$cur_pid" 2>/dev/null
-    if ! waitl "$WORK/guest-$i.log" '^UDP sent' 20; then
+    if ! qemu_wait_line "$WORK/guest-$i.log" '^UDP sent' 20; then
         echo "HANG after migration $i of $N (logs in $WORK)"
         qemu_state "$WORK/qmp-$i.sock"
         qemu_guest_oops "$WORK/guest-$i.log"

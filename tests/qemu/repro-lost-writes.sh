@@ -17,12 +17,11 @@ vm() {   # name extra...
     qemu_start "$@" --mode mig -- -netdev user,id=n0 -device virtio-net-pci,netdev=n0,vectors=0
     PIDS="$PIDS $QEMU_PID"
 }
-waitl() { for _ in $(seq $(($3 * 10))); do grep -aqE "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 bytes=$(numfmt --from=iec "${QEMU_MEM%B}")
 bad_runs=0
 for i in $(seq "$N"); do
     vm "s$i"; spid=$QEMU_PID
-    waitl "$WORK/guest-s$i.log" '^UDP sent' 120 || { echo "the guest did not boot"; exit 2; }
+    qemu_wait_line "$WORK/guest-s$i.log" '^UDP sent' 120 || { echo "the guest did not boot"; exit 2; }
     sleep 2
     vm "d$i" --incoming "unix:$WORK/mig-$i.sock" --paused; dpid=$QEMU_PID
     for _ in $(seq 100); do [ -S "$WORK/mig-$i.sock" ] && break; sleep 0.05; done

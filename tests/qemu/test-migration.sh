@@ -45,11 +45,6 @@ fail() {
     for f in "$WORK"/guest-*.log; do qemu_guest_oops "$f" | sed "s|^|$(basename "$f"): |"; done
     exit 1
 }
-wait_for() {   # file pattern seconds
-    local i
-    for i in $(seq $(($3 * 10))); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
 
 cat > "$WORK/vhost-recon.conf" <<CONF
 control = "$WORK/control";
@@ -58,7 +53,7 @@ ports = ( { name = "port0"; frontend = { path = "$WORK/port0.sock"; }; backend =
 CONF
 "$DAEMON" --config "$WORK/vhost-recon.conf" > "$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
-wait_for "$WORK/daemon.log" "vhost-recond running" 10 || fail "vhost-recond did not start"
+qemu_wait_line "$WORK/daemon.log" "vhost-recond running" 10 || fail "vhost-recond did not start"
 
 # The switch: both ports, each looped back to itself, UDP returned with addresses swapped.
 switch() {
@@ -104,11 +99,11 @@ check_data() {   # log what
 }
 
 switch 0
-wait_for "$WORK/daemon.log" "port1: back-end ready" 20 || fail "the switch did not connect"
+qemu_wait_line "$WORK/daemon.log" "port1: back-end ready" 20 || fail "the switch did not connect"
 
 # (a) port0 -> port1
 vm a port0; SRC_PID=$QEMU_PID
-wait_for "$WORK/guest-a.log" "^UDP sent=[0-9]+ recv=[1-9]" 120 || fail "(a) the guest gets no traffic back through vhost-recond"
+qemu_wait_line "$WORK/guest-a.log" "^UDP sent=[0-9]+ recv=[1-9]" 120 || fail "(a) the guest gets no traffic back through vhost-recond"
 vm b port1 --incoming "unix:$WORK/mig-b.sock"; DST_PID=$QEMU_PID
 sleep 1
 times=$(migrate a "unix:$WORK/mig-b.sock") || fail "(a) migration port0 -> port1 failed"
@@ -118,7 +113,7 @@ traffic_goes_on "$WORK/guest-b.log" "$before" 200 60 || fail "(a) no traffic at 
 check_data "$WORK/guest-b.log" "(a)"
 echo "ok (a): migration through vhost-recond completed; at the destination: $(grep -a '^UDP sent' "$WORK/guest-b.log" | tail -1)"
 $QMP "$WORK/qmp-a.sock" quit > /dev/null; wait "$SRC_PID" 2>/dev/null; SRC_PID=
-wait_for "$WORK/daemon.log" "port0: front-end disconnected" 10 || fail "(a) port0 did not see the source leave"
+qemu_wait_line "$WORK/daemon.log" "port0: front-end disconnected" 10 || fail "(a) port0 did not see the source leave"
 
 # (b) port1 -> port0, slowed down, the switch killed and started again while it runs
 vm c port0 --incoming "unix:$WORK/mig-c.sock"; SRC_PID=$QEMU_PID
@@ -135,7 +130,7 @@ kill -9 "$BACKEND_PID"; wait "$BACKEND_PID" 2>/dev/null
 $QMP "$WORK/qmp-b.sock" query-migrate | grep -q '"status": "active"' || fail "(b) the migration was over before the switch was killed; slow it down more"
 sleep 1
 switch 1
-wait_for "$WORK/daemon.log" "port1: the front-end is logging" 20 || fail "(b) the new switch did not get the dirty log on port1"
+qemu_wait_line "$WORK/daemon.log" "port1: the front-end is logging" 20 || fail "(b) the new switch did not get the dirty log on port1"
 wait "$MIG_PID" || fail "(b) migration port1 -> port0 failed"
 times=$(cat "$WORK/migrate-b.out")
 before=$(udp "$WORK/guest-b.log" recv)

@@ -29,11 +29,6 @@ fail() {
     for f in "$WORK"/*.log; do echo "--- $f"; grep -vE '^\[ ' "$f" | tail -15; done
     exit 1
 }
-wait_for() {   # file pattern seconds
-    local i
-    for i in $(seq $(($3 * 10))); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
 start_qemu() {   # mode chardev-path device-args...
     local mode=$1 sock=$2; shift 2
     qemu_start "$mode" --mode "$mode" --no-qmp --chardev "$sock" -- "$@"
@@ -62,10 +57,10 @@ else
         BACKEND_PID=$!
     }
     icmpecho 0
-    wait_for "$WORK/daemon.log" "port0: back-end ready" 20 || fail "(a) the switch did not connect"
+    qemu_wait_line "$WORK/daemon.log" "port0: back-end ready" 20 || fail "(a) the switch did not connect"
     # vectors=0: QEMU 7.2 under TCG crashes when the guest enables MSI-X on a vhost-user net device
     start_qemu net "$WORK/port0.sock" -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,vectors=0
-    wait_for "$WORK/guest-net.log" "bytes from 10.0.0.2" 90 || fail "(a) the guest gets no answer through vhost-recond"
+    qemu_wait_line "$WORK/guest-net.log" "bytes from 10.0.0.2" 90 || fail "(a) the guest gets no answer through vhost-recond"
     for round in 1 2; do
         kill -9 "$BACKEND_PID"; wait "$BACKEND_PID" 2>/dev/null
         sleep 1.5
@@ -103,14 +98,14 @@ CONF
     }
     qsd
     "$DAEMON" --config "$WORK/blk.conf" > "$WORK/daemon-blk.log" 2>&1 & DAEMON_PID=$!
-    wait_for "$WORK/daemon-blk.log" "blk0: back-end ready" 20 || fail "(b) vhost-recond did not reach qemu-storage-daemon"
+    qemu_wait_line "$WORK/daemon-blk.log" "blk0: back-end ready" 20 || fail "(b) vhost-recond did not reach qemu-storage-daemon"
     start_qemu blk "$WORK/blk0.sock" -device vhost-user-blk-pci,chardev=c0,num-queues=1
-    wait_for "$WORK/guest-blk.log" "^WROTE 8[[:space:]]*$" 120 || fail "(b) the guest does not write"
+    qemu_wait_line "$WORK/guest-blk.log" "^WROTE 8[[:space:]]*$" 120 || fail "(b) the guest does not write"
     kill -9 "$QSD_PID"; wait "$QSD_PID" 2>/dev/null
     killed_at=$(grep -c "^WROTE" "$WORK/guest-blk.log")
     sleep 1.5
     qsd
-    wait_for "$WORK/guest-blk.log" "GUEST DONE|GUEST FAIL" 180 || fail "(b) the guest's I/O never finished"
+    qemu_wait_line "$WORK/guest-blk.log" "GUEST DONE|GUEST FAIL" 180 || fail "(b) the guest's I/O never finished"
     grep -q "^VERIFY OK 48 chunks" "$WORK/guest-blk.log" || fail "(b) the data read back is not what was written"
     grep -q "blk0: replay done" "$WORK/daemon-blk.log" || fail "(b) no replay"
     grep -o "replay done in [0-9]* µs" "$WORK/daemon-blk.log" | sed 's/^/(b) daemon: /'
